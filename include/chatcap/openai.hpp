@@ -1,0 +1,101 @@
+// OpenAI chat-completions understanding: the request summary and the assembled answer.
+//
+// Hot path: every streamed chunk is read with simdjson's on-demand API (see DESIGN.md,
+// "Performance budget"); nothing here builds a DOM. Three entry points:
+//
+//   summarize_chat_request(body)      what the operator needs to see of a request at a glance:
+//                                     model, stream, max_tokens, message and tool counts, and
+//                                     every structured-output field verbatim (the fields that
+//                                     have killed vLLM's engine).
+//   ChatStreamAssembler               fed the SSE events of a streamed response: concatenates
+//                                     delta.content, delta.reasoning_content / delta.reasoning,
+//                                     tool_calls by index (function.arguments concatenated);
+//                                     keeps finish_reason, usage, [DONE], error objects and the
+//                                     event times that give TTFT and inter-token gaps.
+//   assemble_chat_completion(body)    the same answer from a non-streamed JSON response.
+//
+// Nothing here throws on bad input: JSON that does not parse is counted (bad_events) and the
+// rest of the stream is still assembled.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "chatcap/sse.hpp"
+#include "chatcap/types.hpp"
+
+namespace chatcap {
+
+struct RequestSummary {
+  bool json_valid = false;             // body parsed as a JSON object
+  std::string model;
+  std::optional<bool> stream;
+  std::optional<std::int64_t> max_tokens;  // max_tokens, else max_completion_tokens
+  std::int64_t messages = 0;           // length of `messages`
+  std::int64_t tools = 0;              // length of `tools`
+  std::optional<std::int64_t> n;
+  // A JSON object text holding, verbatim, every structured-output field present:
+  // response_format, structured_outputs, guided_json, guided_regex, guided_choice,
+  // guided_grammar, guided_decoding_backend, guided_whitespace_pattern, tool_choice.
+  // Empty string when none is present. Example: {"structured_outputs":{"json":null}}
+  std::string structured_output_json;
+};
+
+RequestSummary summarize_chat_request(std::string_view body);
+
+struct ToolCallDelta {
+  std::int64_t index = 0;
+  std::string id;
+  std::string type;
+  std::string name;
+  std::string arguments;  // concatenation of every function.arguments fragment
+};
+
+struct ChatAnswer {
+  static constexpr std::size_t kMaxTextBytes = 16 * 1024 * 1024;  // cap per text field
+  static constexpr std::size_t kMaxGapSamples = 1 << 16;
+
+  std::string content;
+  std::string reasoning;
+  std::vector<ToolCallDelta> tool_calls;  // ordered by index
+  std::string finish_reason;
+  std::string usage_json;  // raw JSON of the last `usage` object seen; empty if none
+  std::string error_json;  // raw JSON of an `error` object (in a chunk or the body); empty if none
+  std::string model;
+  bool done = false;            // `data: [DONE]` seen
+  bool text_truncated = false;  // some text field hit kMaxTextBytes
+  std::uint64_t events = 0;     // SSE events seen (including [DONE])
+  std::uint64_t bad_events = 0; // events whose data was not JSON we could read
+
+  // Times (packet timestamps) for timing fields; 0 = not seen.
+  timestamp_us first_event_ts = 0;
+  timestamp_us first_token_ts = 0;  // first event carrying content, reasoning or tool-call text
+  timestamp_us last_token_ts = 0;
+  timestamp_us last_event_ts = 0;
+  std::vector<std::uint32_t> token_gaps_us;  // gaps between token-bearing events, capped
+
+  // Percentile (0..100) of token_gaps_us in milliseconds; nullopt when there are no gaps.
+  std::optional<double> gap_percentile_ms(double percentile) const;
+  void clear();
+};
+
+class ChatStreamAssembler : public SseHandler {
+ public:
+  void on_sse_event(const SseEvent& event) override;
+  const ChatAnswer& answer() const { return answer_; }
+  ChatAnswer& answer() { return answer_; }
+  void reset();
+
+ private:
+  ChatAnswer answer_;
+  std::string scratch_;  // padded copy of event data for simdjson, reused
+};
+
+// Parses a complete non-streamed chat.completion (or error) body into `out`.
+// Returns false when the body is not a JSON object (out is left with what was read).
+bool assemble_chat_completion(std::string_view body, ChatAnswer& out);
+
+}  // namespace chatcap

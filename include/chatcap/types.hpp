@@ -1,0 +1,47 @@
+// Value types every stage shares: packet time and TCP endpoints.
+//
+// Time is always the packet's pcap timestamp, in microseconds since the Unix epoch; no stage
+// between capture and the log writer reads a clock, so the same capture yields the same
+// records on every run.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace chatcap {
+
+using timestamp_us = std::int64_t;
+
+constexpr timestamp_us kMicrosPerSecond = 1'000'000;
+
+struct IpAddress {
+  std::uint8_t family = 4;               // 4 or 6
+  std::array<std::uint8_t, 16> bytes{};  // IPv4 uses the first 4
+
+  friend bool operator==(const IpAddress&, const IpAddress&) = default;
+  std::string to_string() const;
+  static IpAddress v4(std::uint8_t a, std::uint8_t b, std::uint8_t c, std::uint8_t d);
+  static IpAddress v6_loopback();
+  // Parses a textual IPv4 or IPv6 address; false when it is neither.
+  static bool parse(std::string_view text, IpAddress& out);
+};
+
+struct Endpoint {
+  IpAddress address;
+  std::uint16_t port = 0;
+
+  friend bool operator==(const Endpoint&, const Endpoint&) = default;
+  // "127.0.0.1:8077" or "[::1]:8077".
+  std::string to_string() const;
+};
+
+// "2026-11-24T15:21:53.758382Z" (RFC 3339, UTC, microseconds).
+std::string format_timestamp(timestamp_us ts);
+// Milliseconds between two packet times, as a double for timing fields.
+inline double millis_between(timestamp_us from, timestamp_us to) {
+  return static_cast<double>(to - from) / 1000.0;
+}
+
+}  // namespace chatcap
