@@ -75,7 +75,8 @@ struct RequestPart {
   std::string version;  // "1.1"
   std::vector<Header> headers;
   Body body;
-  bool complete = false;
+  bool complete = false;  // parsed to its end
+  bool ended = false;     // complete, or cut (gap, parse error, close) and never will be
 };
 
 struct ResponsePart {
@@ -86,7 +87,8 @@ struct ResponsePart {
   Body body;
   std::vector<int> interim_statuses;  // 1xx responses seen before the final one
   bool event_stream = false;          // Content-Type: text/event-stream
-  bool complete = false;
+  bool complete = false;  // parsed to its end
+  bool ended = false;     // complete, or cut and never will be
 };
 
 struct ExchangeTimes {
@@ -111,6 +113,7 @@ struct Exchange {
   std::string error;       // parse error reason, or why it ended as it did
   std::uint64_t gap_bytes = 0;  // bytes lost to capture gaps inside this exchange
   bool recorded = true;    // passes the endpoint filter: bodies kept, records written
+  bool orphan_response = false;  // a response whose request was never seen
   bool request_record_written = false;
 
   void add(Anomaly a) { anomalies |= bit(a); }

@@ -57,6 +57,7 @@ struct ToolCallDelta {
 struct ChatAnswer {
   static constexpr std::size_t kMaxTextBytes = 16 * 1024 * 1024;  // cap per text field
   static constexpr std::size_t kMaxGapSamples = 1 << 16;
+  static constexpr std::size_t kMaxToolCalls = 256;  // distinct tool-call indexes kept
 
   std::string content;
   std::string reasoning;
@@ -66,9 +67,10 @@ struct ChatAnswer {
   std::string error_json;  // raw JSON of an `error` object (in a chunk or the body); empty if none
   std::string model;
   bool done = false;            // `data: [DONE]` seen
-  bool text_truncated = false;  // some text field hit kMaxTextBytes
+  bool text_truncated = false;  // some text field hit kMaxTextBytes, or kMaxToolCalls was hit
   std::uint64_t events = 0;     // SSE events seen (including [DONE])
   std::uint64_t bad_events = 0; // events whose data was not JSON we could read
+  std::uint64_t token_events = 0;  // events carrying content, reasoning or tool-call text
 
   // Times (packet timestamps) for timing fields; 0 = not seen.
   timestamp_us first_event_ts = 0;

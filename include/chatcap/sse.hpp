@@ -53,8 +53,13 @@ class SseDecoder {
   std::uint64_t discarded_tail_bytes() const { return discarded_tail_bytes_; }
 
  private:
+  std::string_view drop_bom(std::string_view bytes);
+  void carry_partial_line(std::string_view piece);
+  void complete_line(timestamp_us ts, std::string_view piece, SseHandler& handler);
   void process_line(std::string_view line);
+  void append_data(std::string_view value);
   void dispatch(timestamp_us ts, SseHandler& handler);
+  void start_next_event();
 
   std::string line_;        // carry for a line split across fragments
   std::string data_;        // current event's data

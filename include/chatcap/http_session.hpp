@@ -1,0 +1,183 @@
+// HTTP/1.x over one TCP connection: two llhttp parsers (requests on client→server bytes,
+// responses on server→client bytes) and the FIFO of exchanges that pairs them.
+//
+// Contract:
+//  - Fed in-order bytes, gaps and closes for each direction (it is the StreamSink of both
+//    reassemblers, through client_stream() and server_stream()).
+//  - An Exchange is created when a request starts and queued; responses pair with queued
+//    requests in order (keep-alive, pipelining). 1xx responses are noted on the exchange
+//    (`interim_statuses`) without consuming it. HEAD responses have no body; a 2xx to CONNECT
+//    and a 101 turn the connection into a tunnel (not HTTP; ignored until it closes).
+//  - on_request_complete() is called the moment a request is complete (so the recorder can
+//    write it before the server can die on it); on_exchange_end() once per exchange, with its
+//    final state. A response without a request (SYN-less pickup) still gets an exchange.
+//  - A gap inside a body whose remaining length is known (Content-Length, or inside one
+//    chunk) keeps the parser in step: the lost bytes are counted, not invented. Any other gap,
+//    and any parse error, ends the message in progress with an honest state and the parser
+//    resynchronises at the next request line (or status line): one bad message never stops
+//    the connection. A connection picked up without its SYN starts in resync mode.
+//  - Bodies are kept up to HttpLimits caps (beyond: counted, flagged body_truncated). Only
+//    exchanges that pass the endpoint filter keep bodies at all.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <llhttp.h>
+
+#include "chatcap/exchange.hpp"
+#include "chatcap/reassembler.hpp"
+#include "chatcap/sse.hpp"
+
+namespace chatcap {
+
+struct HttpLimits {
+  std::size_t max_body_bytes = 4 * 1024 * 1024;    // per body kept (--max-body)
+  std::size_t max_header_bytes = 256 * 1024;       // request/status line + headers
+  std::size_t max_queued_requests = 256;           // pipelined requests awaiting responses
+  std::size_t max_resync_scan_bytes = 64 * 1024;   // carry kept while looking for a message start
+};
+
+class ExchangeSink {
+ public:
+  virtual ~ExchangeSink() = default;
+  // The request is complete (or, if it never will be, as complete as it gets).
+  virtual void on_request_complete(Exchange& exchange) = 0;
+  // The exchange ended; `exchange.state` says how. Called exactly once per exchange.
+  virtual void on_exchange_end(Exchange& exchange) = 0;
+};
+
+// Decides from the request target whether an exchange is recorded (bodies kept, records
+// written). Unrecorded exchanges are still parsed, to stay in step with the stream.
+using TargetFilter = std::function<bool(std::string_view target)>;
+
+// Per-process exchange numbering; ids are derived from it and the connection.
+struct ExchangeNumbering {
+  std::uint64_t next_seq = 1;
+  std::uint64_t id_salt = 0;  // differs per process run so ids stay unique across restarts
+};
+
+class HttpSession {
+ public:
+  HttpSession(Endpoint client, Endpoint server, ExchangeSink& sink, ExchangeNumbering& numbering,
+              const HttpLimits& limits, const TargetFilter* filter);
+  ~HttpSession();
+  HttpSession(const HttpSession&) = delete;
+  HttpSession& operator=(const HttpSession&) = delete;
+
+  StreamSink& client_stream() { return client_side_; }
+  StreamSink& server_stream() { return server_side_; }
+
+  // The connection was picked up without its SYN: resynchronise before parsing.
+  void start_midstream(bool client, bool server);
+  // Ends every open exchange with `state` (end of capture, idle eviction, daemon stopped).
+  void close_all(timestamp_us ts, ExchangeState state, std::string_view why);
+  // Flags every open exchange (e.g. capture drops happened while it was open).
+  void flag_open(Anomaly anomaly);
+
+  std::size_t open_exchanges() const { return queue_.size(); }
+  bool finished() const { return client_closed_ && server_closed_ && queue_.empty(); }
+
+  // llhttp callbacks (public so the C callback table can reach them).
+  int on_message_begin(llhttp_t* parser);
+  int on_url(const char* at, std::size_t length);
+  int on_status(const char* at, std::size_t length);
+  int on_header_field(llhttp_t* parser, const char* at, std::size_t length);
+  int on_header_value(llhttp_t* parser, const char* at, std::size_t length);
+  int on_headers_complete(llhttp_t* parser);
+  int on_body(llhttp_t* parser, const char* at, std::size_t length);
+  int on_chunk_header(llhttp_t* parser);
+  int on_chunk_complete(llhttp_t* parser);
+  int on_message_complete(llhttp_t* parser);
+
+ private:
+  // One direction: its parser and what we know of where it stands.
+  struct Direction {
+    llhttp_t parser{};
+    bool is_request = true;
+    bool resyncing = false;       // scanning for the next message start
+    bool resync_at_boundary = false;  // the next byte may start a message (after a gap/pickup)
+    std::string resync_carry;     // a partial line that may be a message start
+    std::string scan_buffer;      // carry + new bytes, while scanning
+    bool in_message = false;      // between on_message_begin and on_message_complete
+    bool in_known_length_body = false;  // parser.content_length is the bytes left in body/chunk
+    bool in_eof_body = false;     // body delimited by the close: any gap can be stepped over
+    bool feeding_filler = false;  // bytes being fed stand for a capture gap
+    bool tunnel = false;          // CONNECT/Upgrade accepted: not HTTP any more
+    bool awaiting_upgrade_verdict = false;  // request asked to upgrade; hold bytes until the answer
+    std::string held;             // client bytes held while awaiting that verdict
+    bool header_field_open = false;     // last header callback was a field (name)
+    std::size_t header_bytes = 0;
+    Exchange* current = nullptr;  // exchange this direction's message belongs to
+  };
+
+  class Side : public StreamSink {
+   public:
+    Side(HttpSession& session, bool client) : session_(session), client_(client) {}
+    void on_stream_data(timestamp_us ts, std::string_view bytes) override;
+    void on_stream_gap(timestamp_us ts, std::uint64_t bytes) override;
+    void on_stream_close(timestamp_us ts, CloseKind kind) override;
+
+   private:
+    HttpSession& session_;
+    bool client_;
+  };
+
+  Direction& direction_of(llhttp_t* parser) { return parser == &request_.parser ? request_ : response_; }
+  void data(Direction& d, timestamp_us ts, std::string_view bytes);
+  // Runs llhttp; returns the bytes left to scan after a parse error (empty otherwise).
+  std::string_view execute(Direction& d, std::string_view bytes);
+  void handle_parse_error(Direction& d, llhttp_errno_t error, std::string_view bytes, std::size_t error_at);
+  void fill_request_line_from(Exchange& ex, std::string_view line);
+  void handle_upgrade(Direction& d, std::string_view rest);
+  void gap(Direction& d, timestamp_us ts, std::uint64_t bytes);
+  void feed_filler(Direction& d, std::uint64_t bytes);
+  void closed(Direction& d, timestamp_us ts, CloseKind kind);
+  CloseReason close_reason_for(const Direction& d, CloseKind kind) const;
+  void abort_open(timestamp_us ts);
+  void enter_resync(Direction& d);
+  // Finds a message start in carry+bytes; returns the bytes from it on (empty: keep looking).
+  std::string_view scan_for_message_start(Direction& d, std::string_view bytes);
+  void reset_parser(Direction& d);
+  void release_held_upgrade_bytes(const Exchange& ex);
+  void drain_pending_request_bytes();
+  void end_stream_answer(Exchange& ex);
+
+  Exchange& new_exchange(timestamp_us ts);
+  Exchange* response_target();
+  void request_done(Exchange& ex);
+  void response_done(Exchange& ex);
+  void finish(Exchange& ex, ExchangeState state);
+  void finish_front_if_done();
+  void record_request_now(Exchange& ex);
+  void apply_filter(Exchange& ex);
+  std::size_t body_cap(const Exchange& ex) const { return ex.recorded ? limits_.max_body_bytes : 0; }
+
+  Endpoint client_;
+  Endpoint server_;
+  ExchangeSink& sink_;
+  ExchangeNumbering& numbering_;
+  const HttpLimits& limits_;
+  const TargetFilter* filter_;
+  Side client_side_{*this, true};
+  Side server_side_{*this, false};
+  Direction request_;
+  Direction response_;
+  // Exchanges awaiting their response (or their end), oldest first.
+  std::deque<std::unique_ptr<Exchange>> queue_;
+  SseDecoder sse_;               // for the response currently being parsed
+  ChatStreamAssembler stream_;   // its assembler; its answer is moved to the exchange at the end
+  Exchange* stream_owner_ = nullptr;  // the exchange sse_/stream_ are assembling
+  std::string pending_request_bytes_;  // held upgrade bytes released by a refusal, fed after the response parser returns
+  CloseKind client_close_kind_ = CloseKind::fin;
+  timestamp_us now_ = 0;         // timestamp of the bytes being parsed
+  std::uint64_t exchanges_started_ = 0;
+  bool client_closed_ = false;
+  bool server_closed_ = false;
+};
+
+}  // namespace chatcap

@@ -1,0 +1,207 @@
+#include "chatcap/flow_table.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace chatcap {
+
+Connection::Connection(Endpoint client, Endpoint server, ExchangeSink& sink, ExchangeNumbering& numbering,
+                       const FlowTableConfig& config, const TargetFilter* filter)
+    : client_(client),
+      server_(server),
+      http_(client, server, sink, numbering, config.http, filter),
+      to_server_(http_.client_stream(), config.reassembly),
+      to_client_(http_.server_stream(), config.reassembly) {}
+
+void Connection::on_segment(const TcpSegment& segment, bool from_client) {
+  last_seen_ = segment.ts;
+  Reassembler& own = from_client ? to_server_ : to_client_;
+  Reassembler& peer = from_client ? to_client_ : to_server_;
+  // The ACK first: it may prove bytes of the other direction lost, and that must be known
+  // before this segment's data (say, a response) is paired with the other side's message.
+  if (segment.has(tcp_flag::ack)) peer.on_peer_ack(segment.ts, segment.ack);
+  own.on_segment(segment);
+  if (segment.has(tcp_flag::rst) && !peer.closed()) {
+    // The connection is gone for both directions: deliver what the other side holds.
+    peer.flush(segment.ts);
+  }
+}
+
+void Connection::tick(timestamp_us now) {
+  to_server_.on_tick(now);
+  to_client_.on_tick(now);
+}
+
+void Connection::finish(timestamp_us ts, ExchangeState state, std::string_view why) {
+  to_server_.flush(ts);
+  to_client_.flush(ts);
+  http_.close_all(ts, state, why);
+}
+
+bool Connection::closed() const {
+  return (to_server_.closed() && to_client_.closed()) || (http_.finished());
+}
+
+// ---------------------------------------------------------------------------------------------
+
+std::size_t FlowTable::KeyHash::operator()(const Key& k) const noexcept {
+  std::uint64_t h = 1469598103934665603ull;  // FNV-1a over both endpoints
+  auto mix = [&h](const Endpoint& e) {
+    for (std::uint8_t byte : e.address.bytes) h = (h ^ byte) * 1099511628211ull;
+    h = (h ^ e.port) * 1099511628211ull;
+    h = (h ^ e.address.family) * 1099511628211ull;
+  };
+  mix(k.a);
+  mix(k.b);
+  return static_cast<std::size_t>(h);
+}
+
+FlowTable::FlowTable(ExchangeSink& sink, FlowTableConfig config, const TargetFilter* filter,
+                     ConnectionObserver* observer)
+    : sink_(sink), config_(std::move(config)), filter_(filter), observer_(observer) {}
+
+FlowTable::~FlowTable() = default;
+
+FlowTable::Key FlowTable::key_of(const Endpoint& x, const Endpoint& y) {
+  auto less = [](const Endpoint& l, const Endpoint& r) {
+    if (l.address.family != r.address.family) return l.address.family < r.address.family;
+    int c = std::memcmp(l.address.bytes.data(), r.address.bytes.data(), l.address.bytes.size());
+    if (c != 0) return c < 0;
+    return l.port < r.port;
+  };
+  return less(x, y) ? Key{x, y} : Key{y, x};
+}
+
+bool FlowTable::is_server_port(std::uint16_t port) const {
+  return std::find(config_.server_ports.begin(), config_.server_ports.end(), port) != config_.server_ports.end();
+}
+
+void FlowTable::on_segment(const TcpSegment& segment) {
+  tick(segment.ts);
+  Key key = key_of(segment.src, segment.dst);
+  auto it = connections_.find(key);
+  bool fresh_syn = segment.has(tcp_flag::syn) && !segment.has(tcp_flag::ack);
+  if (it != connections_.end() && fresh_syn && (it->second->closed() || it->second->closed_at != 0)) {
+    // The 4-tuple is reused by a new connection.
+    retire(*it->second);
+    connections_.erase(it);
+    it = connections_.end();
+  }
+  Connection& c = it != connections_.end() ? *it->second : create(segment, key);
+  if (c.closed_at != 0) return;  // late duplicates of a closed connection
+  bool from_client = segment.src == c.client();
+  watch_handshake(c, segment, from_client);
+  c.on_segment(segment, from_client);
+  if (c.closed() && c.closed_at == 0) {
+    c.closed_at = segment.ts;
+    c.finish(segment.ts, ExchangeState::aborted, "connection closed");
+  }
+}
+
+void FlowTable::watch_handshake(Connection& c, const TcpSegment& segment, bool from_client) {
+  if (from_client && segment.has(tcp_flag::syn) && !segment.has(tcp_flag::ack)) c.saw_syn = true;
+  if (from_client || observer_ == nullptr) return;
+  if (segment.has(tcp_flag::syn) && segment.has(tcp_flag::ack)) {
+    if (!c.saw_syn_ack) observer_->on_connection_accepted(segment.ts, c.client(), c.server());
+    c.saw_syn_ack = true;
+  } else if (segment.has(tcp_flag::rst) && c.saw_syn && !c.saw_syn_ack) {
+    observer_->on_connection_refused(segment.ts, c.client(), c.server());
+  }
+}
+
+Connection& FlowTable::create(const TcpSegment& segment, const Key& key) {
+  if (connections_.size() >= config_.max_connections) evict_least_recent(segment.ts);
+  Endpoint client = segment.src;
+  Endpoint server = segment.dst;
+  bool syn = segment.has(tcp_flag::syn);
+  bool syn_ack = syn && segment.has(tcp_flag::ack);
+  if (syn_ack) {
+    std::swap(client, server);
+  } else if (!syn) {
+    // No handshake seen: decide by the configured server ports, else the lower port.
+    bool src_is_server = is_server_port(segment.src.port) && !is_server_port(segment.dst.port);
+    bool dst_is_server = is_server_port(segment.dst.port) && !is_server_port(segment.src.port);
+    if (src_is_server || (!dst_is_server && segment.src.port < segment.dst.port)) std::swap(client, server);
+  }
+  auto connection = std::make_unique<Connection>(client, server, sink_, numbering_, config_, filter_);
+  if (!syn) connection->http().start_midstream(true, true);
+  ++connections_seen_;
+  return *connections_.emplace(key, std::move(connection)).first->second;
+}
+
+void FlowTable::tick(timestamp_us now) {
+  if (now - last_sweep_ < kMicrosPerSecond && now >= last_sweep_) return;
+  last_sweep_ = now;
+  sweep(now);
+}
+
+void FlowTable::sweep(timestamp_us now) {
+  for (auto it = connections_.begin(); it != connections_.end();) {
+    Connection& c = *it->second;
+    if (c.closed_at != 0) {
+      if (now - c.closed_at >= config_.closed_linger) {
+        retire(c);
+        it = connections_.erase(it);
+        continue;
+      }
+      ++it;
+      continue;
+    }
+    timestamp_us idle_limit =
+        c.http().open_exchanges() > 0 ? config_.idle_timeout : config_.idle_timeout_no_exchange;
+    if (now - c.last_seen() >= idle_limit) {
+      c.finish(now, ExchangeState::timeout, "connection idle past the idle timeout");
+      ++evicted_idle_;
+      retire(c);
+      it = connections_.erase(it);
+      continue;
+    }
+    c.tick(now);
+    ++it;
+  }
+}
+
+void FlowTable::evict_least_recent(timestamp_us now) {
+  auto oldest = std::min_element(connections_.begin(), connections_.end(), [](const auto& l, const auto& r) {
+    return l.second->last_seen() < r.second->last_seen();
+  });
+  if (oldest == connections_.end()) return;
+  oldest->second->finish(now, ExchangeState::timeout, "evicted: too many open connections (max_connections)");
+  ++evicted_full_;
+  retire(*oldest->second);
+  connections_.erase(oldest);
+}
+
+void FlowTable::retire(Connection& c) {
+  for (std::size_t i = 0; i < kSegmentOutcomeCount; ++i) {
+    auto outcome = static_cast<SegmentOutcome>(i);
+    retired_segments_[i] += c.to_server().count(outcome) + c.to_client().count(outcome);
+  }
+  retired_gap_bytes_ += c.to_server().gap_bytes() + c.to_client().gap_bytes();
+}
+
+void FlowTable::finish(timestamp_us ts, ExchangeState state, std::string_view why) {
+  for (auto& [key, c] : connections_) {
+    if (c->closed_at == 0) c->finish(ts, state, why);
+    retire(*c);
+  }
+  connections_.clear();
+}
+
+void FlowTable::flag_open(Anomaly anomaly) {
+  for (auto& [key, c] : connections_) c->http().flag_open(anomaly);
+}
+
+std::uint64_t FlowTable::segments(SegmentOutcome outcome) const {
+  std::uint64_t total = retired_segments_[static_cast<std::size_t>(outcome)];
+  for (const auto& [key, c] : connections_) total += c->to_server().count(outcome) + c->to_client().count(outcome);
+  return total;
+}
+
+std::uint64_t FlowTable::gap_bytes() const {
+  std::uint64_t total = retired_gap_bytes_;
+  for (const auto& [key, c] : connections_) total += c->to_server().gap_bytes() + c->to_client().gap_bytes();
+  return total;
+}
+
+}  // namespace chatcap

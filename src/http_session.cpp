@@ -1,0 +1,686 @@
+#include "chatcap/http_session.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+
+#include <fmt/format.h>
+
+namespace chatcap {
+namespace {
+
+// Stand-in bytes fed to llhttp for a capture gap inside a body of known length, so the parser
+// stays in step. They are never stored: on_body drops them (Direction::feeding_filler).
+constexpr std::array<char, 16384> kFiller{};
+
+HttpSession* session_of(llhttp_t* parser) { return static_cast<HttpSession*>(parser->data); }
+
+const llhttp_settings_t& parser_settings() {
+  static const llhttp_settings_t settings = [] {
+    llhttp_settings_t s;
+    llhttp_settings_init(&s);
+    s.on_message_begin = [](llhttp_t* p) { return session_of(p)->on_message_begin(p); };
+    s.on_url = [](llhttp_t* p, const char* at, size_t n) { return session_of(p)->on_url(at, n); };
+    s.on_status = [](llhttp_t* p, const char* at, size_t n) { return session_of(p)->on_status(at, n); };
+    s.on_header_field = [](llhttp_t* p, const char* at, size_t n) { return session_of(p)->on_header_field(p, at, n); };
+    s.on_header_value = [](llhttp_t* p, const char* at, size_t n) { return session_of(p)->on_header_value(p, at, n); };
+    s.on_headers_complete = [](llhttp_t* p) { return session_of(p)->on_headers_complete(p); };
+    s.on_body = [](llhttp_t* p, const char* at, size_t n) { return session_of(p)->on_body(p, at, n); };
+    s.on_chunk_header = [](llhttp_t* p) { return session_of(p)->on_chunk_header(p); };
+    s.on_chunk_complete = [](llhttp_t* p) { return session_of(p)->on_chunk_complete(p); };
+    s.on_message_complete = [](llhttp_t* p) { return session_of(p)->on_message_complete(p); };
+    return s;
+  }();
+  return settings;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() &&
+         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return (x | 0x20) == (y | 0x20); });
+}
+
+std::string_view find_header(const std::vector<Header>& headers, std::string_view name) {
+  for (const Header& h : headers) {
+    if (iequals(h.name, name)) return h.value;
+  }
+  return {};
+}
+
+bool starts_with_icase(std::string_view text, std::string_view prefix) {
+  return text.size() >= prefix.size() && iequals(text.substr(0, prefix.size()), prefix);
+}
+
+bool is_method_char(char c) { return (c >= 'A' && c <= 'Z') || c == '-' || c == '_'; }
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+enum class LineCheck { no, yes, need_more };
+
+// "METHOD SP target SP HTTP/1.x" at the start of `s`.
+LineCheck looks_like_request_line(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size() && i < 24 && is_method_char(s[i])) ++i;
+  if (i == s.size()) return i < 24 ? LineCheck::need_more : LineCheck::no;
+  if (i == 0 || s[i] != ' ') return LineCheck::no;
+  std::size_t line_end = s.find('\n', i);
+  if (line_end == std::string_view::npos) return s.size() - i < 8192 ? LineCheck::need_more : LineCheck::no;
+  std::string_view line = s.substr(0, line_end);
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  std::size_t version_at = line.rfind(' ');
+  if (version_at == std::string_view::npos || version_at <= i + 1) return LineCheck::no;
+  std::string_view version = line.substr(version_at + 1);
+  return version.size() == 8 && version.substr(0, 7) == "HTTP/1." ? LineCheck::yes : LineCheck::no;
+}
+
+// "HTTP/1.x SP ddd" at the start of `s`.
+LineCheck looks_like_status_line(std::string_view s) {
+  constexpr std::string_view kPrefix = "HTTP/1.";
+  std::size_t n = std::min(s.size(), kPrefix.size());
+  if (s.substr(0, n) != kPrefix.substr(0, n)) return LineCheck::no;
+  if (s.size() < 12) return LineCheck::need_more;
+  bool ok = is_digit(s[7]) && s[8] == ' ' && is_digit(s[9]) && is_digit(s[10]) && is_digit(s[11]);
+  return ok ? LineCheck::yes : LineCheck::no;
+}
+
+// The line of `bytes` holding `pos`, cut to a readable length, for error messages.
+std::string_view line_around(std::string_view bytes, std::size_t pos) {
+  pos = std::min(pos, bytes.size());
+  std::size_t begin = bytes.rfind('\n', pos == 0 ? 0 : pos - 1);
+  begin = (begin == std::string_view::npos || begin >= pos) ? 0 : begin + 1;
+  std::size_t end = bytes.find('\n', pos);
+  if (end == std::string_view::npos) end = bytes.size();
+  std::string_view line = bytes.substr(begin, std::min<std::size_t>(end - begin, 200));
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  return line;
+}
+
+std::uint64_t mix64(std::uint64_t x) {  // splitmix64 finaliser
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+HttpSession::HttpSession(Endpoint client, Endpoint server, ExchangeSink& sink, ExchangeNumbering& numbering,
+                         const HttpLimits& limits, const TargetFilter* filter)
+    : client_(client), server_(server), sink_(sink), numbering_(numbering), limits_(limits), filter_(filter) {
+  request_.is_request = true;
+  response_.is_request = false;
+  reset_parser(request_);
+  reset_parser(response_);
+}
+
+HttpSession::~HttpSession() = default;
+
+void HttpSession::reset_parser(Direction& d) {
+  llhttp_init(&d.parser, d.is_request ? HTTP_REQUEST : HTTP_RESPONSE, &parser_settings());
+  d.parser.data = this;
+  // A passive observer must follow what the peers accepted: keep parsing after
+  // "Connection: close" instead of calling later bytes an error.
+  llhttp_set_lenient_keep_alive(&d.parser, 1);
+  d.in_message = false;
+  d.in_known_length_body = false;
+  d.header_field_open = false;
+  d.header_bytes = 0;
+  d.current = nullptr;
+}
+
+void HttpSession::start_midstream(bool client, bool server) {
+  if (client) enter_resync(request_);
+  if (server) enter_resync(response_);
+}
+
+// ---- stream events -------------------------------------------------------------------------
+
+void HttpSession::Side::on_stream_data(timestamp_us ts, std::string_view bytes) {
+  session_.data(client_ ? session_.request_ : session_.response_, ts, bytes);
+}
+
+void HttpSession::Side::on_stream_gap(timestamp_us ts, std::uint64_t bytes) {
+  session_.gap(client_ ? session_.request_ : session_.response_, ts, bytes);
+}
+
+void HttpSession::Side::on_stream_close(timestamp_us ts, CloseKind kind) {
+  session_.closed(client_ ? session_.request_ : session_.response_, ts, kind);
+}
+
+void HttpSession::data(Direction& d, timestamp_us ts, std::string_view bytes) {
+  now_ = ts;
+  // Loop, not recursion: after a parse error the rest of the bytes are scanned again.
+  while (!bytes.empty() && !d.tunnel) {
+    if (d.awaiting_upgrade_verdict) {
+      std::size_t room = limits_.max_resync_scan_bytes - std::min(limits_.max_resync_scan_bytes, d.held.size());
+      d.held.append(bytes.substr(0, room));
+      break;
+    }
+    if (d.resyncing) {
+      bytes = scan_for_message_start(d, bytes);
+      if (bytes.empty()) break;
+      d.resyncing = false;
+      reset_parser(d);
+    }
+    bytes = execute(d, bytes);
+  }
+  if (!d.is_request) drain_pending_request_bytes();
+}
+
+std::string_view HttpSession::execute(Direction& d, std::string_view bytes) {
+  llhttp_errno_t error = llhttp_execute(&d.parser, bytes.data(), bytes.size());
+  if (error == HPE_OK) return {};
+  const char* pos = llhttp_get_error_pos(&d.parser);
+  std::size_t consumed = pos ? static_cast<std::size_t>(pos - bytes.data()) : bytes.size();
+  consumed = std::min(consumed, bytes.size());
+  if (error == HPE_PAUSED_UPGRADE) {
+    handle_upgrade(d, bytes.substr(consumed));
+    return {};
+  }
+  handle_parse_error(d, error, bytes, consumed);
+  // Look for the next message in what follows the error.
+  return consumed < bytes.size() ? bytes.substr(consumed + 1) : std::string_view{};
+}
+
+void HttpSession::handle_parse_error(Direction& d, llhttp_errno_t error, std::string_view bytes,
+                                     std::size_t error_at) {
+  Exchange* ex = d.current;
+  if (ex == nullptr) {
+    // The error came before on_message_begin could give it an exchange (rare): make one so
+    // the error is on record and the answer to it pairs with it.
+    ex = d.is_request ? &new_exchange(now_) : response_target();
+  }
+  if (ex != nullptr) {
+    ex->state = ExchangeState::parse_error;
+    std::string_view line = line_around(bytes, error_at);
+    ex->error = fmt::format("{} ({}) near \"{}\"", llhttp_get_error_reason(&d.parser),
+                            llhttp_errno_name(error), line);
+    if (d.is_request) {
+      if (ex->request.method.empty()) fill_request_line_from(*ex, line);
+      ex->request.ended = true;
+      record_request_now(*ex);
+    } else {
+      ex->response.ended = true;
+      end_stream_answer(*ex);
+    }
+  }
+  d.current = nullptr;
+  enter_resync(d);
+  finish_front_if_done();
+}
+
+void HttpSession::fill_request_line_from(Exchange& ex, std::string_view line) {
+  // Best effort for the record: "TOKEN target HTTP/x.y" even when llhttp refused the method.
+  std::size_t sp1 = line.find(' ');
+  if (sp1 == std::string_view::npos || sp1 == 0 || sp1 > 24) return;
+  for (char c : line.substr(0, sp1)) {
+    if (!is_method_char(c)) return;
+  }
+  ex.request.method.assign(line.substr(0, sp1));
+  std::string_view rest = line.substr(sp1 + 1);
+  std::size_t sp2 = rest.rfind(' ');
+  if (sp2 != std::string_view::npos && rest.substr(sp2 + 1).starts_with("HTTP/")) {
+    ex.request.version.assign(rest.substr(sp2 + 6));
+    rest = rest.substr(0, sp2);
+  }
+  ex.request.target.assign(rest);
+}
+
+void HttpSession::handle_upgrade(Direction& d, std::string_view rest) {
+  if (d.is_request) {
+    // CONNECT, or a request asking to switch protocols: what follows is HTTP only if the
+    // server refuses. Hold it until the answer says which.
+    d.awaiting_upgrade_verdict = true;
+    d.held.assign(rest.substr(0, limits_.max_resync_scan_bytes));
+    return;
+  }
+  // The server accepted: both directions carry another protocol from here on.
+  response_.tunnel = true;
+  request_.tunnel = true;
+  request_.awaiting_upgrade_verdict = false;
+  request_.held.clear();
+}
+
+void HttpSession::gap(Direction& d, timestamp_us ts, std::uint64_t bytes) {
+  now_ = ts;
+  if (d.tunnel) return;
+  if (d.awaiting_upgrade_verdict) {
+    d.held.clear();
+    return;
+  }
+  if (d.resyncing) {
+    d.resync_carry.clear();
+    d.resync_at_boundary = true;
+    return;
+  }
+  Exchange* ex = d.in_message ? d.current : nullptr;
+  if (ex != nullptr) {
+    ex->add(Anomaly::capture_gap);
+    ex->gap_bytes += bytes;
+    if (d.in_eof_body || (d.in_known_length_body && bytes <= d.parser.content_length)) {
+      feed_filler(d, bytes);
+      return;
+    }
+    if (d.is_request) {
+      ex->add(Anomaly::request_incomplete);
+      ex->request.ended = true;
+      ex->error = fmt::format("{} bytes of the request were not captured", bytes);
+      record_request_now(*ex);
+    } else {
+      ex->state = ExchangeState::parse_error;
+      ex->error = fmt::format("{} bytes of the response were not captured; its end is unknown", bytes);
+      ex->response.ended = true;
+      end_stream_answer(*ex);
+    }
+    d.current = nullptr;
+  }
+  enter_resync(d);
+  d.resync_at_boundary = true;
+  finish_front_if_done();
+}
+
+void HttpSession::feed_filler(Direction& d, std::uint64_t bytes) {
+  d.feeding_filler = true;
+  if (!d.is_request && d.current && d.current->response.event_stream) sse_.on_gap();
+  while (bytes > 0 && !d.resyncing) {
+    std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(bytes, kFiller.size()));
+    bytes -= n;
+    execute(d, std::string_view(kFiller.data(), n));  // a parse error here resyncs; the rest is dropped
+  }
+  d.feeding_filler = false;
+}
+
+void HttpSession::closed(Direction& d, timestamp_us ts, CloseKind kind) {
+  now_ = ts;
+  CloseReason reason = close_reason_for(d, kind);  // from who had closed before this
+  if (d.is_request) {
+    client_closed_ = true;
+    client_close_kind_ = kind;
+  } else {
+    server_closed_ = true;
+  }
+  if (kind == CloseKind::rst) {
+    client_closed_ = true;  // a reset ends both directions
+    server_closed_ = true;
+  }
+  if (kind == CloseKind::fin && d.in_message && !d.tunnel && !d.resyncing) {
+    // A body delimited by the close ends here; anything else in progress is cut.
+    llhttp_finish(&d.parser);
+  }
+  if (d.is_request && d.in_message && d.current != nullptr) {
+    Exchange& ex = *d.current;
+    ex.add(Anomaly::request_incomplete);
+    ex.request.ended = true;
+    record_request_now(ex);
+    d.current = nullptr;
+  }
+  d.in_message = false;
+  d.resyncing = false;
+
+  bool responses_still_possible = d.is_request && kind == CloseKind::fin;
+  if (responses_still_possible) {
+    finish_front_if_done();  // half-close: the server may still answer
+    return;
+  }
+  // No more responses can come: whatever is still open was cut.
+  for (auto& ex : queue_) {
+    if (!ex->response.complete && ex->close_reason == CloseReason::none) ex->close_reason = reason;
+  }
+  abort_open(ts);
+}
+
+CloseReason HttpSession::close_reason_for(const Direction& d, CloseKind kind) const {
+  if (d.is_request) return kind == CloseKind::rst ? CloseReason::client_rst : CloseReason::client_fin;
+  // A client that closed first went away on its own: the server's close that follows is the
+  // consequence, not a failure of the server.
+  if (client_closed_) return client_close_kind_ == CloseKind::rst ? CloseReason::client_rst : CloseReason::client_fin;
+  return kind == CloseKind::rst ? CloseReason::server_rst : CloseReason::server_fin;
+}
+
+void HttpSession::abort_open(timestamp_us ts) {
+  request_.current = nullptr;
+  response_.current = nullptr;
+  while (!queue_.empty()) {
+    Exchange& ex = *queue_.front();
+    if (!ex.response.complete) {
+      if (ex.response.status != 0 && !ex.response.ended) end_stream_answer(ex);
+      if (ex.times.response_end == 0) ex.times.response_end = ts;
+      if (ex.error.empty()) {
+        ex.error = ex.response.status != 0 ? "connection closed before the response was complete"
+                                           : "connection closed before any response";
+      }
+    }
+    finish(ex, ex.response.complete ? ExchangeState::complete : ExchangeState::aborted);
+    queue_.pop_front();
+  }
+}
+
+void HttpSession::close_all(timestamp_us ts, ExchangeState state, std::string_view why) {
+  now_ = ts;
+  request_.current = nullptr;
+  response_.current = nullptr;
+  while (!queue_.empty()) {
+    Exchange& ex = *queue_.front();
+    if (!ex.response.complete) {
+      if (ex.response.status != 0 && !ex.response.ended) end_stream_answer(ex);
+      if (ex.times.response_end == 0) ex.times.response_end = ts;
+      if (ex.error.empty()) ex.error.assign(why);
+      if (!ex.request.ended && !ex.request.complete) ex.add(Anomaly::request_incomplete);
+    }
+    finish(ex, ex.response.complete ? ExchangeState::complete : state);
+    queue_.pop_front();
+  }
+  client_closed_ = true;
+  server_closed_ = true;
+}
+
+void HttpSession::flag_open(Anomaly anomaly) {
+  for (auto& ex : queue_) ex->add(anomaly);
+}
+
+// ---- resynchronisation ---------------------------------------------------------------------
+
+void HttpSession::enter_resync(Direction& d) {
+  reset_parser(d);
+  d.resyncing = true;
+  d.resync_carry.clear();
+  d.resync_at_boundary = false;
+}
+
+std::string_view HttpSession::scan_for_message_start(Direction& d, std::string_view bytes) {
+  // Only a carried partial line needs a copy; it exists only when the previous call found
+  // nothing, so `bytes` is fresh stream data here, never a view into scan_buffer.
+  std::string_view all = bytes;
+  if (!d.resync_carry.empty()) {
+    d.scan_buffer.assign(d.resync_carry);
+    d.scan_buffer.append(bytes);
+    d.resync_carry.clear();
+    all = d.scan_buffer;
+  }
+  auto check = [&](std::string_view s) { return d.is_request ? looks_like_request_line(s) : looks_like_status_line(s); };
+
+  // Candidates: the first byte after a gap or pickup (a segment often starts a message), and
+  // every byte after a line feed.
+  std::size_t candidate = 0;
+  if (!d.resync_at_boundary) {
+    candidate = all.find('\n');
+    if (candidate != std::string_view::npos) ++candidate;
+  }
+  d.resync_at_boundary = false;
+  while (candidate != std::string_view::npos && candidate < all.size()) {
+    std::string_view rest = all.substr(candidate);
+    LineCheck verdict = check(rest);
+    if (verdict == LineCheck::yes) return rest;
+    if (verdict == LineCheck::need_more) {
+      // Keep from here: the rest of the line comes with the next bytes.
+      d.resync_carry.assign(rest.substr(0, limits_.max_resync_scan_bytes));
+      d.resync_at_boundary = true;
+      return {};
+    }
+    std::size_t nl = all.find('\n', candidate);
+    candidate = nl == std::string_view::npos ? nl : nl + 1;
+  }
+  // The stream ended on a line feed: the next byte starts a line.
+  if (candidate == all.size()) d.resync_at_boundary = true;
+  return {};
+}
+
+// ---- exchanges -----------------------------------------------------------------------------
+
+Exchange& HttpSession::new_exchange(timestamp_us ts) {
+  if (queue_.size() >= limits_.max_queued_requests) {
+    Exchange& oldest = *queue_.front();
+    if (request_.current == &oldest) request_.current = nullptr;
+    if (response_.current == &oldest) response_.current = nullptr;
+    oldest.error = "too many pipelined requests without a response";
+    finish(oldest, ExchangeState::parse_error);
+    queue_.pop_front();
+  }
+  auto ex = std::make_unique<Exchange>();
+  ex->seq = numbering_.next_seq++;
+  ex->id = fmt::format("{:012x}", mix64(numbering_.id_salt ^ (ex->seq * 0x100000001B3ull)) & 0xFFFFFFFFFFFFull);
+  ex->client = client_;
+  ex->server = server_;
+  ex->times.request_start = ts;
+  ex->recorded = filter_ == nullptr;  // decided from the target once it is known
+  queue_.push_back(std::move(ex));
+  return *queue_.back();
+}
+
+Exchange* HttpSession::response_target() {
+  for (auto& ex : queue_) {
+    if (!ex->response.ended) return ex.get();
+  }
+  // A response with no request we saw (picked up mid-connection, or the request was lost).
+  Exchange& orphan = new_exchange(now_);
+  orphan.orphan_response = true;
+  orphan.request.ended = true;
+  orphan.request_record_written = true;  // there is no request to write
+  orphan.add(Anomaly::midstream_pickup);
+  orphan.recorded = filter_ == nullptr || (*filter_)("");
+  return &orphan;
+}
+
+void HttpSession::apply_filter(Exchange& ex) {
+  if (filter_ != nullptr) ex.recorded = (*filter_)(ex.request.target);
+}
+
+void HttpSession::record_request_now(Exchange& ex) {
+  if (ex.request_record_written) return;
+  ex.request_record_written = true;
+  if (ex.times.request_end == 0) ex.times.request_end = now_;
+  sink_.on_request_complete(ex);
+}
+
+void HttpSession::end_stream_answer(Exchange& ex) {
+  // Called once when the response ends, however it ends: the answer assembled so far is
+  // the exchange's, and the session's decoder is free for the next response.
+  if (ex.response.event_stream && stream_owner_ == &ex) {
+    sse_.finish();
+    if (sse_.discarded_tail_bytes() > 0) ex.add(Anomaly::sse_incomplete);
+    ex.answer = std::move(stream_.answer());
+    stream_.reset();
+    sse_.reset();
+    stream_owner_ = nullptr;
+  } else if (ex.recorded && !ex.response.event_stream && !ex.response.body.truncated &&
+             !ex.response.body.bytes.empty()) {
+    assemble_chat_completion(ex.response.body.bytes, ex.answer);
+  }
+  if (!ex.answer.error_json.empty() && ex.response.event_stream) ex.add(Anomaly::server_error_event);
+}
+
+void HttpSession::finish(Exchange& ex, ExchangeState state) {
+  if (stream_owner_ == &ex) end_stream_answer(ex);
+  if (ex.state != ExchangeState::parse_error) ex.state = state;
+  if (!ex.request_record_written) {
+    if (!ex.request.complete) ex.add(Anomaly::request_incomplete);
+    record_request_now(ex);
+  }
+  sink_.on_exchange_end(ex);
+}
+
+void HttpSession::finish_front_if_done() {
+  while (!queue_.empty()) {
+    Exchange& ex = *queue_.front();
+    bool request_side_done = ex.request.complete || ex.request.ended;
+    bool response_side_done = ex.response.complete || ex.response.ended;
+    if (!request_side_done || !response_side_done) return;
+    if (request_.current == &ex || response_.current == &ex) return;
+    finish(ex, ex.response.complete ? ExchangeState::complete : ExchangeState::parse_error);
+    queue_.pop_front();
+  }
+}
+
+// ---- llhttp callbacks ----------------------------------------------------------------------
+
+int HttpSession::on_message_begin(llhttp_t* parser) {
+  Direction& d = direction_of(parser);
+  d.in_message = true;
+  d.header_field_open = false;
+  d.header_bytes = 0;
+  if (d.is_request) {
+    d.current = &new_exchange(now_);
+    return 0;
+  }
+  Exchange* ex = response_target();
+  d.current = ex;
+  // Each response message (a 1xx, then the final one) starts afresh.
+  ex->response.headers.clear();
+  ex->response.reason.clear();
+  ex->times.response_start = now_;
+  return 0;
+}
+
+int HttpSession::on_url(const char* at, std::size_t length) {
+  Exchange* ex = request_.current;
+  if (ex == nullptr) return 0;
+  request_.header_bytes += length;
+  if (request_.header_bytes > limits_.max_header_bytes) return -1;
+  ex->request.target.append(at, length);
+  return 0;
+}
+
+int HttpSession::on_status(const char* at, std::size_t length) {
+  Exchange* ex = response_.current;
+  if (ex == nullptr) return 0;
+  response_.header_bytes += length;
+  if (response_.header_bytes > limits_.max_header_bytes) return -1;
+  ex->response.reason.append(at, length);
+  return 0;
+}
+
+int HttpSession::on_header_field(llhttp_t* parser, const char* at, std::size_t length) {
+  Direction& d = direction_of(parser);
+  if (d.current == nullptr) return 0;
+  d.header_bytes += length;
+  if (d.header_bytes > limits_.max_header_bytes) return -1;
+  auto& headers = d.is_request ? d.current->request.headers : d.current->response.headers;
+  if (!d.header_field_open) headers.emplace_back();
+  headers.back().name.append(at, length);
+  d.header_field_open = true;
+  return 0;
+}
+
+int HttpSession::on_header_value(llhttp_t* parser, const char* at, std::size_t length) {
+  Direction& d = direction_of(parser);
+  if (d.current == nullptr) return 0;
+  d.header_bytes += length;
+  if (d.header_bytes > limits_.max_header_bytes) return -1;
+  auto& headers = d.is_request ? d.current->request.headers : d.current->response.headers;
+  if (headers.empty()) headers.emplace_back();
+  headers.back().value.append(at, length);
+  d.header_field_open = false;
+  return 0;
+}
+
+int HttpSession::on_headers_complete(llhttp_t* parser) {
+  Direction& d = direction_of(parser);
+  Exchange* ex = d.current;
+  if (ex == nullptr) return 0;
+  std::string version = fmt::format("{}.{}", parser->http_major, parser->http_minor);
+  if (d.is_request) {
+    ex->request.method = llhttp_method_name(static_cast<llhttp_method_t>(parser->method));
+    ex->request.version = std::move(version);
+    apply_filter(*ex);
+    d.in_known_length_body = (parser->flags & F_CONTENT_LENGTH) && !(parser->flags & F_CHUNKED);
+    d.in_eof_body = false;
+    return 0;
+  }
+  ResponsePart& response = ex->response;
+  response.status = parser->status_code;
+  response.version = std::move(version);
+  if (response.status / 100 == 1 && response.status != 101) return 0;  // interim: noted at its end
+
+  const std::string& method = ex->request.method;
+  bool accepted_tunnel = response.status == 101 || (method == "CONNECT" && response.status / 100 == 2);
+  if (accepted_tunnel) {
+    ex->add(Anomaly::tunnel);
+    return 2;  // no body; llhttp_execute returns HPE_PAUSED_UPGRADE
+  }
+  if (method == "HEAD") return 1;  // the headers describe a body that is not sent
+  response.event_stream = starts_with_icase(find_header(response.headers, "content-type"), "text/event-stream");
+  if (response.event_stream && ex->recorded) {
+    sse_.reset();
+    stream_.reset();
+    stream_owner_ = ex;
+  }
+  d.in_known_length_body = (parser->flags & F_CONTENT_LENGTH) && !(parser->flags & F_CHUNKED);
+  d.in_eof_body = llhttp_message_needs_eof(parser) != 0;
+  return 0;
+}
+
+int HttpSession::on_body(llhttp_t* parser, const char* at, std::size_t length) {
+  Direction& d = direction_of(parser);
+  Exchange* ex = d.current;
+  if (ex == nullptr || d.feeding_filler) return 0;
+  std::string_view bytes(at, length);
+  if (d.is_request) {
+    ex->request.body.append(bytes, body_cap(*ex));
+    return 0;
+  }
+  ex->response.body.append(bytes, body_cap(*ex));
+  if (stream_owner_ == ex) sse_.feed(now_, bytes, stream_);
+  return 0;
+}
+
+int HttpSession::on_chunk_header(llhttp_t* parser) {
+  Direction& d = direction_of(parser);
+  d.in_known_length_body = parser->content_length > 0;
+  return 0;
+}
+
+int HttpSession::on_chunk_complete(llhttp_t* parser) {
+  direction_of(parser).in_known_length_body = false;
+  return 0;
+}
+
+int HttpSession::on_message_complete(llhttp_t* parser) {
+  Direction& d = direction_of(parser);
+  Exchange* ex = d.current;
+  d.in_message = false;
+  d.in_known_length_body = false;
+  d.in_eof_body = false;
+  d.current = nullptr;
+  if (ex == nullptr) return 0;
+  if (d.is_request) {
+    ex->request.complete = true;
+    ex->request.ended = true;
+    ex->times.request_end = now_;
+    record_request_now(*ex);
+    finish_front_if_done();
+    return 0;
+  }
+  ResponsePart& response = ex->response;
+  if (response.status / 100 == 1 && response.status != 101) {
+    response.interim_statuses.push_back(response.status);
+    response.status = 0;
+    response.headers.clear();
+    response.reason.clear();
+    ex->times.response_start = 0;
+    return 0;
+  }
+  response.complete = true;
+  response.ended = true;
+  ex->times.response_end = now_;
+  end_stream_answer(*ex);
+  release_held_upgrade_bytes(*ex);
+  finish_front_if_done();
+  return 0;
+}
+
+void HttpSession::release_held_upgrade_bytes(const Exchange& ex) {
+  // The server answered an upgrade request without switching: the held bytes are HTTP.
+  if (!request_.awaiting_upgrade_verdict || ex.has(Anomaly::tunnel)) return;
+  request_.awaiting_upgrade_verdict = false;
+  std::string held = std::move(request_.held);
+  request_.held.clear();
+  reset_parser(request_);
+  if (!held.empty()) pending_request_bytes_ = std::move(held);
+}
+
+void HttpSession::drain_pending_request_bytes() {
+  if (pending_request_bytes_.empty()) return;
+  std::string bytes = std::move(pending_request_bytes_);
+  pending_request_bytes_.clear();
+  data(request_, now_, bytes);
+}
+
+}  // namespace chatcap

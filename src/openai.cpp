@@ -1,0 +1,757 @@
+#include "chatcap/openai.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <limits>
+
+#include <simdjson.h>
+
+// Everything here reads JSON with simdjson's on-demand API and its error codes: no DOM, no
+// exceptions on bad input. On-demand reads forward only and checks what it reads, not what
+// it skips; where a value is copied out verbatim for a record (structured-output fields of a
+// request) it is checked in full first.
+
+namespace chatcap {
+namespace {
+
+namespace ondemand = simdjson::ondemand;
+using simdjson::SUCCESS;
+
+// Buffers and parsers grow to the largest document they have read. Up to this size they are
+// kept (the steady state then allocates nothing); past it, a document gets buffers of its
+// own that are freed afterwards, so one huge body does not pin memory for the process life.
+constexpr std::size_t kKeptBufferBytes = 1024 * 1024;
+
+// Fields of a request whose value is copied verbatim into the summary: the structured-output
+// and tool-choice options, the ones whose bad values have killed vLLM's engine.
+constexpr std::array<std::string_view, 9> kStructuredOutputKeys = {
+    "response_format", "structured_outputs",      "guided_json",
+    "guided_regex",    "guided_choice",           "guided_grammar",
+    "guided_decoding_backend", "guided_whitespace_pattern", "tool_choice"};
+
+bool is_json_whitespace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+std::string_view trim_trailing_whitespace(std::string_view text) {
+  while (!text.empty() && is_json_whitespace(text.back())) text.remove_suffix(1);
+  return text;
+}
+
+std::string_view trim_whitespace(std::string_view text) {
+  while (!text.empty() && is_json_whitespace(text.front())) text.remove_prefix(1);
+  return trim_trailing_whitespace(text);
+}
+
+void release_if_large(std::string& buffer) {
+  if (buffer.capacity() > kKeptBufferBytes) std::string().swap(buffer);
+}
+
+// simdjson reads up to SIMDJSON_PADDING bytes past the end of its input: copy `text` into a
+// reused buffer with that much room.
+simdjson::padded_string_view padded_copy(std::string_view text, std::string& buffer) {
+  buffer.reserve(text.size() + simdjson::SIMDJSON_PADDING);
+  buffer.assign(text.data(), text.size());
+  return simdjson::padded_string_view(buffer.data(), buffer.size(), buffer.capacity());
+}
+
+// simdjson 3.0's document has no at_end(); its current_location() is out of bounds exactly
+// when every token has been read, and nothing may follow the one value of a document.
+bool document_at_end(ondemand::document& document) {
+  return document.current_location().error() == simdjson::OUT_OF_BOUNDS;
+}
+
+// The key and value of one field met while iterating an object.
+bool split_field(simdjson::simdjson_result<ondemand::field> result, std::string_view& key,
+                 ondemand::value& value) {
+  ondemand::field field;
+  if (std::move(result).get(field) != SUCCESS) return false;
+  if (field.unescaped_key().get(key) != SUCCESS) return false;
+  value = field.value();
+  return true;
+}
+
+// Iterates `json` as one object and hands it to read(object&) -> bool. True only when the
+// document is an object, read() succeeded and nothing follows the object.
+template <class Read>
+bool read_object_document(ondemand::parser& parser, simdjson::padded_string_view json,
+                          Read& read) {
+  ondemand::document document;
+  if (parser.iterate(json).get(document) != SUCCESS) return false;
+  ondemand::object top;
+  if (document.get_object().get(top) != SUCCESS) return false;
+  if (!read(top)) return false;
+  return document_at_end(document);
+}
+
+// One parser per thread (chatcap parses on its processing thread only), reused so that an
+// event costs no allocation once the parser has grown to the usual event size.
+ondemand::parser& reused_parser() {
+  thread_local ondemand::parser parser;
+  return parser;
+}
+
+// Parses `text` as a JSON object with the reused parser when the text is of ordinary size,
+// or with a parser of its own when it is not.
+template <class Read>
+bool parse_object(std::string_view text, std::string& padded, Read&& read) {
+  const simdjson::padded_string_view json = padded_copy(text, padded);
+  if (text.size() <= kKeptBufferBytes) return read_object_document(reused_parser(), json, read);
+  ondemand::parser own_parser;
+  return read_object_document(own_parser, json, read);
+}
+
+// ---------------------------------------------------------------------------------------
+// Small typed reads. Each returns false only when the JSON is broken; a value of another
+// type (content is null in many chunks) leaves the output empty and is skipped by the
+// enclosing iteration.
+
+bool type_of(ondemand::value& value, ondemand::json_type& type) {
+  return value.type().get(type) == SUCCESS;
+}
+
+bool string_if_any(ondemand::value& value, std::optional<std::string_view>& out) {
+  out.reset();
+  ondemand::json_type type;
+  if (!type_of(value, type)) return false;
+  if (type != ondemand::json_type::string) return true;
+  std::string_view text;
+  if (value.get_string().get(text) != SUCCESS) return false;
+  out = text;
+  return true;
+}
+
+bool int_if_any(ondemand::value& value, std::optional<std::int64_t>& out) {
+  ondemand::json_type type;
+  if (!type_of(value, type)) return false;
+  if (type != ondemand::json_type::number) return true;
+  std::int64_t number = 0;
+  if (value.get_int64().get(number) == SUCCESS) out = number;  // 1.5 or 1e30: not a count
+  return true;
+}
+
+bool bool_if_any(ondemand::value& value, std::optional<bool>& out) {
+  ondemand::json_type type;
+  if (!type_of(value, type)) return false;
+  if (type != ondemand::json_type::boolean) return true;
+  bool flag = false;
+  if (value.get_bool().get(flag) != SUCCESS) return false;
+  out = flag;
+  return true;
+}
+
+// Element count of an array value; other types count as nothing.
+bool count_if_array(ondemand::value& value, std::int64_t& out) {
+  ondemand::json_type type;
+  if (!type_of(value, type)) return false;
+  if (type != ondemand::json_type::array) return true;
+  ondemand::array array;
+  if (value.get_array().get(array) != SUCCESS) return false;
+  std::size_t count = 0;
+  if (array.count_elements().get(count) != SUCCESS) return false;
+  out = static_cast<std::int64_t>(count);
+  return true;
+}
+
+bool object_if_any(ondemand::value& value, std::optional<ondemand::object>& out) {
+  out.reset();
+  ondemand::json_type type;
+  if (!type_of(value, type)) return false;
+  if (type != ondemand::json_type::object) return true;
+  ondemand::object object;
+  if (value.get_object().get(object) != SUCCESS) return false;
+  out = object;
+  return true;
+}
+
+// The value's JSON text exactly as in the document, trailing whitespace trimmed. simdjson
+// 3.0 values have no raw_json(): objects and arrays give theirs (consuming the value),
+// scalars their token (which runs up to the next token, spaces included).
+bool raw_text(ondemand::value& value, std::string_view& out) {
+  ondemand::json_type type;
+  if (!type_of(value, type)) return false;
+  if (type == ondemand::json_type::object) {
+    ondemand::object object;
+    if (value.get_object().get(object) != SUCCESS) return false;
+    if (object.raw_json().get(out) != SUCCESS) return false;
+  } else if (type == ondemand::json_type::array) {
+    ondemand::array array;
+    if (value.get_array().get(array) != SUCCESS) return false;
+    if (array.raw_json().get(out) != SUCCESS) return false;
+  } else {
+    out = value.raw_json_token();
+  }
+  out = trim_trailing_whitespace(out);
+  return true;
+}
+
+// Looks `key` up in `object` regardless of field order; a missing key is not an error.
+bool find_if_any(ondemand::object& object, std::string_view key, ondemand::value& out,
+                 bool& found) {
+  const auto error = object.find_field_unordered(key).get(out);
+  found = error == SUCCESS;
+  return error == SUCCESS || error == simdjson::NO_SUCH_FIELD;
+}
+
+// `text` as a JSON string literal: for bytes that must be kept but are not JSON.
+void append_json_string(std::string& out, std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.push_back('"');
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (byte < 0x20) {
+      out.append("\\u00");
+      out.push_back(kHex[byte >> 4]);
+      out.push_back(kHex[byte & 0xF]);
+    } else {
+      out.push_back(c);
+    }
+  }
+  out.push_back('"');
+}
+
+// ---------------------------------------------------------------------------------------
+// Full validation, for the few values copied verbatim from a client's request: on-demand
+// skips unread values without checking them, and a summary must stay valid JSON.
+
+bool walk_value(ondemand::value value);
+
+bool walk_object(ondemand::object object) {
+  for (auto field_result : object) {
+    std::string_view key;
+    ondemand::value value;
+    if (!split_field(field_result, key, value) || !walk_value(value)) return false;
+  }
+  return true;
+}
+
+bool walk_array(ondemand::array array) {
+  for (auto element_result : array) {
+    ondemand::value element;
+    if (element_result.get(element) != SUCCESS || !walk_value(element)) return false;
+  }
+  return true;
+}
+
+bool walk_value(ondemand::value value) {
+  ondemand::json_type type;
+  if (!type_of(value, type)) return false;
+  switch (type) {
+    case ondemand::json_type::object: {
+      ondemand::object object;
+      return value.get_object().get(object) == SUCCESS && walk_object(object);
+    }
+    case ondemand::json_type::array: {
+      ondemand::array array;
+      return value.get_array().get(array) == SUCCESS && walk_array(array);
+    }
+    case ondemand::json_type::string: {
+      std::string_view text;
+      return value.get_string().get(text) == SUCCESS;
+    }
+    case ondemand::json_type::number: {
+      ondemand::number number;
+      return value.get_number().get(number) == SUCCESS;
+    }
+    case ondemand::json_type::boolean: {
+      bool flag = false;
+      return value.get_bool().get(flag) == SUCCESS;
+    }
+    case ondemand::json_type::null: {
+      bool is_null = false;
+      return value.is_null().get(is_null) == SUCCESS && is_null;
+    }
+  }
+  return false;
+}
+
+// Whether `text` is exactly one valid JSON value. Wrapped in [ ] because a document that is
+// a bare scalar cannot be walked as a value; its own parser, as the caller's is mid-document.
+bool is_valid_json_value(std::string_view text) {
+  thread_local ondemand::parser validation_parser;
+  thread_local std::string wrapped;
+  wrapped.reserve(text.size() + 2 + simdjson::SIMDJSON_PADDING);
+  wrapped.assign("[");
+  wrapped.append(text);
+  wrapped.push_back(']');
+  const simdjson::padded_string_view json(wrapped.data(), wrapped.size(), wrapped.capacity());
+  ondemand::document document;
+  ondemand::array array;
+  std::size_t count = 0;
+  bool valid = validation_parser.iterate(json).get(document) == SUCCESS &&
+               document.get_array().get(array) == SUCCESS &&
+               array.count_elements().get(count) == SUCCESS && count == 1 && walk_array(array) &&
+               document_at_end(document);
+  release_if_large(wrapped);
+  return valid;
+}
+
+// ---------------------------------------------------------------------------------------
+// Request summary.
+
+bool is_structured_output_key(std::string_view key) {
+  return std::find(kStructuredOutputKeys.begin(), kStructuredOutputKeys.end(), key) !=
+         kStructuredOutputKeys.end();
+}
+
+// Appends `"key":raw` to the summary's object text (opened here, closed by the caller). A
+// value that is not valid JSON is kept as a JSON string of its bytes: the operator still
+// sees what was sent, and the record stays parseable. False for such a value.
+bool append_structured_field(std::string& out, std::string_view key, std::string_view raw) {
+  out.push_back(out.empty() ? '{' : ',');
+  out.push_back('"');
+  out.append(key);  // one of kStructuredOutputKeys: nothing to escape
+  out.append("\":");
+  if (is_valid_json_value(raw)) {
+    out.append(raw);
+    return true;
+  }
+  append_json_string(out, raw);
+  return false;
+}
+
+struct RequestReader {
+  RequestSummary& summary;
+  std::optional<std::int64_t> max_tokens;
+  std::optional<std::int64_t> max_completion_tokens;
+  bool structured_field_invalid = false;  // on-demand skipped it unchecked; the walk did not
+
+  bool read(ondemand::object& top) {
+    for (auto field_result : top) {
+      std::string_view key;
+      ondemand::value value;
+      if (!split_field(field_result, key, value) || !read_field(key, value)) return false;
+    }
+    return true;
+  }
+
+  bool read_field(std::string_view key, ondemand::value& value) {
+    if (key == "model") {
+      std::optional<std::string_view> model;
+      if (!string_if_any(value, model)) return false;
+      if (model) summary.model.assign(*model);
+      return true;
+    }
+    if (key == "stream") return bool_if_any(value, summary.stream);
+    if (key == "max_tokens") return int_if_any(value, max_tokens);
+    if (key == "max_completion_tokens") return int_if_any(value, max_completion_tokens);
+    if (key == "n") return int_if_any(value, summary.n);
+    if (key == "messages") return count_if_array(value, summary.messages);
+    if (key == "tools") return count_if_array(value, summary.tools);
+    if (is_structured_output_key(key)) {
+      // Present with value null counts too: {"structured_outputs": {"json": null}} is
+      // exactly the kind of request this field exists to show.
+      std::string_view raw;
+      if (!raw_text(value, raw)) return false;
+      if (!append_structured_field(summary.structured_output_json, key, raw)) {
+        structured_field_invalid = true;
+      }
+    }
+    return true;
+  }
+};
+
+// ---------------------------------------------------------------------------------------
+// Answer assembly: streamed chunks and whole bodies.
+
+enum class AnswerSource {
+  stream_chunk,     // chat.completion.chunk: choice text under `delta`, appended
+  completion_body,  // chat.completion: choice text under `message`, whole
+};
+
+// Appends `piece` to `text` without passing ChatAnswer::kMaxTextBytes; a cut backs up to a
+// UTF-8 character boundary so the record stays valid UTF-8. False when it cut.
+bool append_capped(std::string& text, std::string_view piece) {
+  const std::size_t room =
+      text.size() < ChatAnswer::kMaxTextBytes ? ChatAnswer::kMaxTextBytes - text.size() : 0;
+  if (piece.size() <= room) {
+    text.append(piece);
+    return true;
+  }
+  std::size_t cut = room;
+  while (cut > 0 && (static_cast<unsigned char>(piece[cut]) & 0xC0) == 0x80) --cut;
+  text.append(piece.substr(0, cut));
+  return false;
+}
+
+// Reads one chunk or body into a ChatAnswer. The two differ in where choice 0's text lives
+// (`delta` or `message`) and in what an error keeps: for a body, the whole body; for a
+// chunk, the `error` object (vLLM streams `data: {"error": {...}}`).
+class AnswerReader {
+ public:
+  AnswerReader(ChatAnswer& answer, AnswerSource source, std::string_view whole_text)
+      : answer_(answer), source_(source), whole_text_(whole_text) {}
+
+  bool read(ondemand::object& top) {
+    for (auto field_result : top) {
+      std::string_view key;
+      ondemand::value value;
+      if (!split_field(field_result, key, value) || !read_top_level_field(key, value)) return false;
+    }
+    return true;
+  }
+
+  // Some content, reasoning or tool-call text was read: a token event.
+  bool carried_text() const { return carried_text_; }
+  bool saw_error() const { return saw_error_; }
+
+ private:
+  bool read_top_level_field(std::string_view key, ondemand::value& value) {
+    if (key == "model") return read_model(value);
+    if (key == "choices") return read_choices(value);
+    if (key == "usage") return read_usage(value);
+    if (key == "error") return read_error(value);
+    if (key == "object") return read_object_kind(value);
+    return true;
+  }
+
+  bool read_model(ondemand::value& value) {
+    if (!answer_.model.empty()) return true;  // the first chunk's model is the answer's
+    std::optional<std::string_view> model;
+    if (!string_if_any(value, model)) return false;
+    if (model) append_capped(answer_.model, *model);
+    return true;
+  }
+
+  bool read_usage(ondemand::value& value) {
+    ondemand::json_type type;
+    if (!type_of(value, type)) return false;
+    if (type != ondemand::json_type::object) return true;  // `"usage": null` in most chunks
+    std::string_view raw;
+    if (!raw_text(value, raw)) return false;
+    answer_.usage_json.assign(raw);  // the last one is the total
+    return true;
+  }
+
+  bool read_error(ondemand::value& value) {
+    ondemand::json_type type;
+    if (!type_of(value, type)) return false;
+    if (type == ondemand::json_type::null) return true;
+    saw_error_ = true;
+    if (source_ == AnswerSource::completion_body) {
+      answer_.error_json.assign(whole_text_);
+      return true;
+    }
+    std::string_view raw;
+    if (!raw_text(value, raw)) return false;
+    answer_.error_json.assign(raw);
+    return true;
+  }
+
+  // vLLM's ErrorResponse: {"object":"error","message":...,"type":...,"code":...}.
+  bool read_object_kind(ondemand::value& value) {
+    std::optional<std::string_view> kind;
+    if (!string_if_any(value, kind)) return false;
+    if (kind == "error") {
+      saw_error_ = true;
+      answer_.error_json.assign(whole_text_);
+    }
+    return true;
+  }
+
+  bool read_choices(ondemand::value& value) {
+    ondemand::json_type type;
+    if (!type_of(value, type)) return false;
+    if (type != ondemand::json_type::array) return true;
+    ondemand::array choices;
+    if (value.get_array().get(choices) != SUCCESS) return false;
+    for (auto element_result : choices) {
+      ondemand::value element;
+      if (element_result.get(element) != SUCCESS) return false;
+      std::optional<ondemand::object> choice;
+      if (!object_if_any(element, choice)) return false;
+      if (choice && !read_choice(*choice)) return false;
+    }
+    return true;
+  }
+
+  bool read_choice(ondemand::object& choice) {
+    // `index` first: on-demand reads forward, and a choice other than 0 (a request with
+    // n > 1) is not recorded, so it must be known before any text is taken.
+    ondemand::value value;
+    bool found = false;
+    if (!find_if_any(choice, "index", value, found)) return false;
+    if (found) {
+      std::optional<std::int64_t> index;
+      if (!int_if_any(value, index)) return false;
+      if (index != 0) return true;
+    }
+    const std::string_view text_key = source_ == AnswerSource::stream_chunk ? "delta" : "message";
+    if (!find_if_any(choice, text_key, value, found)) return false;
+    if (found) {
+      std::optional<ondemand::object> message;
+      if (!object_if_any(value, message)) return false;
+      if (message && !read_message(*message)) return false;
+    }
+    if (!find_if_any(choice, "finish_reason", value, found)) return false;
+    if (found) {
+      std::optional<std::string_view> reason;
+      if (!string_if_any(value, reason)) return false;
+      if (reason && !reason->empty()) answer_.finish_reason.assign(*reason);
+    }
+    return true;
+  }
+
+  bool read_message(ondemand::object& message) {
+    std::optional<std::string_view> reasoning_content;
+    std::optional<std::string_view> reasoning;
+    for (auto field_result : message) {
+      std::string_view key;
+      ondemand::value value;
+      if (!split_field(field_result, key, value)) return false;
+      if (key == "content") {
+        std::optional<std::string_view> content;
+        if (!string_if_any(value, content)) return false;
+        if (content) append_text(answer_.content, *content);
+      } else if (key == "reasoning_content") {
+        if (!string_if_any(value, reasoning_content)) return false;
+      } else if (key == "reasoning") {
+        if (!string_if_any(value, reasoning)) return false;
+      } else if (key == "tool_calls") {
+        if (!read_tool_calls(value)) return false;
+      }
+    }
+    // Some vLLM versions send the same reasoning text under both names: take it once.
+    // (Unescaped strings stay valid in the parser until the next document.)
+    if (reasoning_content && !reasoning_content->empty()) {
+      append_text(answer_.reasoning, *reasoning_content);
+    } else if (reasoning) {
+      append_text(answer_.reasoning, *reasoning);
+    }
+    return true;
+  }
+
+  bool read_tool_calls(ondemand::value& value) {
+    ondemand::json_type type;
+    if (!type_of(value, type)) return false;
+    if (type != ondemand::json_type::array) return true;
+    ondemand::array calls;
+    if (value.get_array().get(calls) != SUCCESS) return false;
+    std::int64_t position = 0;
+    for (auto element_result : calls) {
+      ondemand::value element;
+      if (element_result.get(element) != SUCCESS) return false;
+      std::optional<ondemand::object> call;
+      if (!object_if_any(element, call)) return false;
+      if (call && !read_tool_call(*call, position)) return false;
+      ++position;
+    }
+    return true;
+  }
+
+  // One tool call (whole) or one fragment of it (streamed), merged by `index`. A whole
+  // body's calls may have no index: their position stands for it.
+  bool read_tool_call(ondemand::object& call, std::int64_t position) {
+    ondemand::value value;
+    bool found = false;
+    if (!find_if_any(call, "index", value, found)) return false;
+    std::optional<std::int64_t> index;
+    if (found && !int_if_any(value, index)) return false;
+    ToolCallDelta* slot = tool_call_slot(index.value_or(position));
+    if (slot == nullptr) {
+      answer_.text_truncated = true;
+      return true;
+    }
+    if (!find_if_any(call, "id", value, found)) return false;
+    if (found && !assign_if_nonempty_string(value, slot->id)) return false;
+    if (!find_if_any(call, "type", value, found)) return false;
+    if (found && !assign_if_nonempty_string(value, slot->type)) return false;
+    if (!find_if_any(call, "function", value, found)) return false;
+    if (!found) return true;
+    std::optional<ondemand::object> function;
+    if (!object_if_any(value, function)) return false;
+    return !function || read_function(*function, *slot);
+  }
+
+  bool read_function(ondemand::object& function, ToolCallDelta& slot) {
+    ondemand::value value;
+    bool found = false;
+    if (!find_if_any(function, "name", value, found)) return false;
+    if (found) {
+      std::optional<std::string_view> name;
+      if (!string_if_any(value, name)) return false;
+      // A name is generated text too: vLLM's tool parsers emit it once decoded.
+      if (name && !name->empty()) {
+        carried_text_ = true;
+        slot.name.clear();
+        if (!append_capped(slot.name, *name)) answer_.text_truncated = true;
+      }
+    }
+    if (!find_if_any(function, "arguments", value, found)) return false;
+    if (!found) return true;
+    ondemand::json_type type;
+    if (!type_of(value, type)) return false;
+    if (type == ondemand::json_type::null) return true;
+    std::string_view arguments;
+    if (type == ondemand::json_type::string) {
+      if (value.get_string().get(arguments) != SUCCESS) return false;
+    } else if (!raw_text(value, arguments)) {  // an object instead of a string: keep it as text
+      return false;
+    }
+    append_text(slot.arguments, arguments);
+    return true;
+  }
+
+  // The tool call with this index, created in index order; nullptr past kMaxToolCalls.
+  ToolCallDelta* tool_call_slot(std::int64_t index) {
+    auto& calls = answer_.tool_calls;
+    auto at = std::lower_bound(calls.begin(), calls.end(), index,
+                               [](const ToolCallDelta& call, std::int64_t i) { return call.index < i; });
+    if (at != calls.end() && at->index == index) return &*at;
+    if (calls.size() >= ChatAnswer::kMaxToolCalls) return nullptr;
+    ToolCallDelta fresh;
+    fresh.index = index;
+    return &*calls.insert(at, std::move(fresh));
+  }
+
+  bool assign_if_nonempty_string(ondemand::value& value, std::string& out) {
+    std::optional<std::string_view> text;
+    if (!string_if_any(value, text)) return false;
+    if (text && !text->empty()) {
+      out.clear();
+      if (!append_capped(out, *text)) answer_.text_truncated = true;
+    }
+    return true;
+  }
+
+  void append_text(std::string& text, std::string_view piece) {
+    if (piece.empty()) return;
+    carried_text_ = true;
+    if (!append_capped(text, piece)) answer_.text_truncated = true;
+  }
+
+  ChatAnswer& answer_;
+  AnswerSource source_;
+  std::string_view whole_text_;
+  bool carried_text_ = false;
+  bool saw_error_ = false;
+};
+
+std::uint32_t gap_us(timestamp_us from, timestamp_us to) {
+  const timestamp_us gap = std::clamp<timestamp_us>(
+      to - from, 0, std::numeric_limits<std::uint32_t>::max());
+  return static_cast<std::uint32_t>(gap);
+}
+
+void note_token_event(ChatAnswer& answer, timestamp_us ts) {
+  ++answer.token_events;
+  if (answer.token_events == 1) {
+    answer.first_token_ts = ts;
+  } else if (answer.token_gaps_us.size() < ChatAnswer::kMaxGapSamples) {
+    answer.token_gaps_us.push_back(gap_us(answer.last_token_ts, ts));
+  }
+  answer.last_token_ts = ts;
+}
+
+void take_event(ChatAnswer& answer, std::string& scratch, const SseEvent& event) {
+  ++answer.events;
+  if (answer.events == 1) answer.first_event_ts = event.ts;
+  answer.last_event_ts = event.ts;
+
+  const std::string_view data = trim_whitespace(event.data);
+  if (data == "[DONE]") {
+    answer.done = true;
+    return;
+  }
+  const bool error_event = event.type == "error";
+  AnswerReader reader(answer, AnswerSource::stream_chunk, data);
+  const bool read_ok =
+      !data.empty() &&
+      parse_object(data, scratch, [&reader](ondemand::object& top) { return reader.read(top); });
+  release_if_large(scratch);
+  if (reader.carried_text()) note_token_event(answer, event.ts);
+
+  if (error_event && !reader.saw_error()) {
+    // `event: error` whose data has no `error` object: the data is the error. Text that is
+    // not JSON is kept as a JSON string.
+    answer.error_json.clear();
+    if (read_ok) {
+      answer.error_json.assign(data);
+    } else {
+      append_json_string(answer.error_json, data);
+    }
+    return;
+  }
+  if (!read_ok && !data.empty()) ++answer.bad_events;  // empty data: a keep-alive, not bad
+}
+
+}  // namespace
+
+RequestSummary summarize_chat_request(std::string_view body) {
+  RequestSummary summary;
+  try {
+    thread_local std::string padded;
+    RequestReader reader{summary, std::nullopt, std::nullopt, false};
+    summary.json_valid =
+        parse_object(body, padded, [&reader](ondemand::object& top) { return reader.read(top); }) &&
+        !reader.structured_field_invalid;
+    release_if_large(padded);
+    summary.max_tokens =
+        reader.max_tokens ? reader.max_tokens : reader.max_completion_tokens;
+  } catch (...) {  // allocation failure: the summary says what it could read
+    summary.json_valid = false;
+  }
+  if (!summary.structured_output_json.empty()) summary.structured_output_json.push_back('}');
+  return summary;
+}
+
+void ChatStreamAssembler::on_sse_event(const SseEvent& event) {
+  try {
+    take_event(answer_, scratch_, event);
+  } catch (...) {  // allocation failure: count it and go on with the stream
+    ++answer_.bad_events;
+  }
+}
+
+void ChatStreamAssembler::reset() { answer_.clear(); }
+
+bool assemble_chat_completion(std::string_view body, ChatAnswer& out) {
+  try {
+    thread_local std::string padded;
+    AnswerReader reader(out, AnswerSource::completion_body, trim_whitespace(body));
+    const bool read_ok =
+        parse_object(body, padded, [&reader](ondemand::object& top) { return reader.read(top); });
+    release_if_large(padded);
+    return read_ok;
+  } catch (...) {
+    return false;
+  }
+}
+
+std::optional<double> ChatAnswer::gap_percentile_ms(double percentile) const {
+  if (token_gaps_us.empty()) return std::nullopt;
+  if (!(percentile >= 0.0)) percentile = 0.0;  // also NaN
+  percentile = std::min(percentile, 100.0);
+  // Nearest rank: the smallest sample with at least `percentile` % of samples at or below it.
+  const std::size_t samples = token_gaps_us.size();
+  auto rank = static_cast<std::size_t>(std::ceil(percentile / 100.0 * static_cast<double>(samples)));
+  rank = std::clamp<std::size_t>(rank, 1, samples);
+  std::vector<std::uint32_t> sorted = token_gaps_us;
+  std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(rank - 1),
+                   sorted.end());
+  return static_cast<double>(sorted[rank - 1]) / 1000.0;
+}
+
+void ChatAnswer::clear() {
+  content.clear();
+  reasoning.clear();
+  tool_calls.clear();
+  finish_reason.clear();
+  usage_json.clear();
+  error_json.clear();
+  model.clear();
+  done = false;
+  text_truncated = false;
+  events = 0;
+  bad_events = 0;
+  token_events = 0;
+  first_event_ts = 0;
+  first_token_ts = 0;
+  last_token_ts = 0;
+  last_event_ts = 0;
+  token_gaps_us.clear();
+}
+
+}  // namespace chatcap

@@ -1,0 +1,212 @@
+#include "chatcap/sse.hpp"
+
+namespace chatcap {
+namespace {
+
+constexpr std::string_view kBom = "\xEF\xBB\xBF";
+constexpr std::string_view kDefaultEventType = "message";  // W3C: no `event:` field
+
+// A line may exceed the event cap by its field name ("data: " and the like), so that an
+// event whose data is exactly kMaxEventBytes is still delivered.
+constexpr std::size_t kMaxLineBytes = SseDecoder::kMaxEventBytes + 64;
+
+// A buffer that once held an unusually large line or event gives its memory back, so one
+// big event does not pin megabytes for the rest of a long-lived connection. Below this,
+// capacity is kept: steady-state events then cost no allocation.
+constexpr std::size_t kKeptCapacityBytes = 64 * 1024;
+
+void release_if_large(std::string& buffer) {
+  if (buffer.capacity() > kKeptCapacityBytes) std::string().swap(buffer);
+}
+
+// Index of the first '\r' or '\n' in bytes, or npos.
+std::size_t find_line_end(std::string_view bytes) {
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    if (bytes[i] == '\n' || bytes[i] == '\r') return i;
+  }
+  return std::string_view::npos;
+}
+
+}  // namespace
+
+void SseDecoder::feed(timestamp_us ts, std::string_view bytes, SseHandler& handler) {
+  bytes = drop_bom(bytes);
+  // The previous fragment ended in '\r', already taken as a line end: a '\n' now is the
+  // second half of that CRLF, not a blank line (which would dispatch an event too early).
+  if (after_cr_ && !bytes.empty()) {
+    after_cr_ = false;
+    if (bytes.front() == '\n') bytes.remove_prefix(1);
+  }
+  while (!bytes.empty()) {
+    const std::size_t end = find_line_end(bytes);
+    if (end == std::string_view::npos) {
+      carry_partial_line(bytes);
+      return;
+    }
+    std::size_t terminator_bytes = 1;
+    if (bytes[end] == '\r') {
+      if (end + 1 == bytes.size()) {
+        after_cr_ = true;
+      } else if (bytes[end + 1] == '\n') {
+        terminator_bytes = 2;
+      }
+    }
+    const std::string_view piece = bytes.substr(0, end);
+    bytes.remove_prefix(end + terminator_bytes);
+    complete_line(ts, piece, handler);
+  }
+}
+
+// The BOM may itself arrive split across fragments: its bytes matched so far wait in line_.
+// If the stream turns out not to start with a BOM, what line_ holds is simply the start of
+// the first line.
+std::string_view SseDecoder::drop_bom(std::string_view bytes) {
+  while (!bom_checked_ && !bytes.empty()) {
+    if (bytes.front() != kBom[line_.size()]) {
+      bom_checked_ = true;
+      break;
+    }
+    line_.push_back(bytes.front());
+    bytes.remove_prefix(1);
+    if (line_.size() == kBom.size()) {
+      line_.clear();
+      bom_checked_ = true;
+    }
+  }
+  return bytes;
+}
+
+void SseDecoder::carry_partial_line(std::string_view piece) {
+  if (skipping_to_line_end_) return;
+  if (line_.size() + piece.size() > kMaxLineBytes) {
+    // The line alone is over the event cap: stop copying it, and drop its event.
+    oversized_ = true;
+    line_.clear();
+    skipping_to_line_end_ = true;
+    return;
+  }
+  line_.append(piece);
+}
+
+void SseDecoder::complete_line(timestamp_us ts, std::string_view piece, SseHandler& handler) {
+  if (skipping_to_line_end_) {  // the rest of a line cut by a gap or over the cap
+    skipping_to_line_end_ = false;
+    line_.clear();
+    return;
+  }
+  std::string_view line = piece;  // common case: the whole line is in this fragment, no copy
+  if (!line_.empty()) {
+    if (line_.size() + piece.size() > kMaxLineBytes) {
+      oversized_ = true;
+      line_.clear();
+      return;
+    }
+    line_.append(piece);
+    line = line_;
+  }
+  if (line.empty()) {
+    dispatch(ts, handler);
+  } else {
+    process_line(line);
+  }
+  line_.clear();
+}
+
+void SseDecoder::process_line(std::string_view line) {
+  if (line.size() > kMaxLineBytes) {
+    oversized_ = true;
+    return;
+  }
+  if (line.front() == ':') {
+    ++comments_;
+    return;
+  }
+  // W3C: "field:value", one space after the colon stripped; no colon means the whole line is
+  // the field name and the value is empty.
+  const std::size_t colon = line.find(':');
+  const std::string_view field = line.substr(0, colon);
+  std::string_view value;
+  if (colon != std::string_view::npos) {
+    value = line.substr(colon + 1);
+    if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+  }
+  if (field == "data") {
+    append_data(value);
+  } else if (field == "event") {
+    type_.assign(value);
+  } else if (field == "id") {
+    if (value.find('\0') == std::string_view::npos) id_.assign(value);  // W3C: NUL => ignore
+  }
+  // `retry:` (a reconnection delay) and unknown fields are ignored: we never reconnect.
+}
+
+void SseDecoder::append_data(std::string_view value) {
+  if (oversized_) return;
+  const std::size_t joined_size = data_.size() + (have_data_ ? 1 : 0) + value.size();
+  if (joined_size > kMaxEventBytes) {
+    oversized_ = true;
+    data_.clear();
+    return;
+  }
+  if (have_data_) data_.push_back('\n');
+  data_.append(value);
+  have_data_ = true;
+}
+
+void SseDecoder::dispatch(timestamp_us ts, SseHandler& handler) {
+  if (oversized_) {
+    ++oversized_events_;
+  } else if (have_data_) {  // W3C: an event without data lines is not dispatched
+    ++events_;
+    SseEvent event;
+    event.ts = ts;
+    event.type = type_.empty() ? kDefaultEventType : std::string_view(type_);
+    event.data = data_;
+    event.id = id_;
+    handler.on_sse_event(event);
+  }
+  start_next_event();
+}
+
+void SseDecoder::start_next_event() {
+  data_.clear();
+  type_.clear();
+  id_.clear();
+  have_data_ = false;
+  oversized_ = false;
+  release_if_large(data_);
+  release_if_large(line_);
+  release_if_large(type_);
+  release_if_large(id_);
+}
+
+void SseDecoder::finish() {
+  if (!skipping_to_line_end_) discarded_tail_bytes_ += line_.size() + data_.size();
+  line_.clear();
+  start_next_event();
+  after_cr_ = false;
+  bom_checked_ = false;
+  skipping_to_line_end_ = false;
+}
+
+void SseDecoder::on_gap() {
+  line_.clear();
+  start_next_event();
+  after_cr_ = false;  // bytes after a gap do not continue the CRLF before it
+  bom_checked_ = true;  // no longer the start of the stream
+  skipping_to_line_end_ = true;
+}
+
+void SseDecoder::reset() {
+  line_.clear();
+  start_next_event();
+  after_cr_ = false;
+  bom_checked_ = false;
+  skipping_to_line_end_ = false;
+  events_ = 0;
+  comments_ = 0;
+  oversized_events_ = 0;
+  discarded_tail_bytes_ = 0;
+}
+
+}  // namespace chatcap
