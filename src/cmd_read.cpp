@@ -13,7 +13,7 @@ namespace {
 // Records go to stdout through stdio's buffer: one fwrite per record, flushed at exit.
 class StdoutSink : public RecordSink {
  public:
-  void write_record(RecordType, std::string_view line) override {
+  void write_record(RecordType, std::string_view, std::string_view line) override {
     if (std::fwrite(line.data(), 1, line.size(), stdout) != line.size()) failed_ = true;
   }
   bool failed() const { return failed_; }

@@ -13,6 +13,8 @@ namespace {
 // stays in step. They are never stored: on_body drops them (Direction::feeding_filler).
 constexpr std::array<char, 16384> kFiller{};
 
+const std::string kNoMethod;
+
 HttpSession* session_of(llhttp_t* parser) { return static_cast<HttpSession*>(parser->data); }
 
 const llhttp_settings_t& parser_settings() {
@@ -20,7 +22,9 @@ const llhttp_settings_t& parser_settings() {
     llhttp_settings_t s;
     llhttp_settings_init(&s);
     s.on_message_begin = [](llhttp_t* p) { return session_of(p)->on_message_begin(p); };
+    s.on_method = [](llhttp_t* p, const char* at, size_t n) { return session_of(p)->on_method(at, n); };
     s.on_url = [](llhttp_t* p, const char* at, size_t n) { return session_of(p)->on_url(at, n); };
+    s.on_url_complete = [](llhttp_t* p) { return session_of(p)->on_url_complete(); };
     s.on_status = [](llhttp_t* p, const char* at, size_t n) { return session_of(p)->on_status(at, n); };
     s.on_header_field = [](llhttp_t* p, const char* at, size_t n) { return session_of(p)->on_header_field(p, at, n); };
     s.on_header_value = [](llhttp_t* p, const char* at, size_t n) { return session_of(p)->on_header_value(p, at, n); };
@@ -147,6 +151,9 @@ void HttpSession::Side::on_stream_close(timestamp_us ts, CloseKind kind) {
 
 void HttpSession::data(Direction& d, timestamp_us ts, std::string_view bytes) {
   now_ = ts;
+  // A new delivery from the stream may start a message (clients write whole requests, so
+  // segments often begin one); the rest of a buffer after a parse error does not.
+  d.resync_at_boundary = d.resync_at_boundary || d.resyncing;
   // Loop, not recursion: after a parse error the rest of the bytes are scanned again.
   while (!bytes.empty() && !d.tunnel) {
     if (d.awaiting_upgrade_verdict) {
@@ -194,7 +201,9 @@ void HttpSession::handle_parse_error(Direction& d, llhttp_errno_t error, std::st
     ex->error = fmt::format("{} ({}) near \"{}\"", llhttp_get_error_reason(&d.parser),
                             llhttp_errno_name(error), line);
     if (d.is_request) {
-      if (ex->request.method.empty()) fill_request_line_from(*ex, line);
+      // The error is in the request line itself: keep what it said, for the record.
+      bool on_request_line = !d.headers_done && (ex->request.method.empty() || line.starts_with(ex->request.method));
+      if (on_request_line) fill_request_line_from(*ex, line);
       ex->request.ended = true;
       record_request_now(*ex);
     } else {
@@ -208,7 +217,10 @@ void HttpSession::handle_parse_error(Direction& d, llhttp_errno_t error, std::st
 }
 
 void HttpSession::fill_request_line_from(Exchange& ex, std::string_view line) {
-  // Best effort for the record: "TOKEN target HTTP/x.y" even when llhttp refused the method.
+  // Best effort for the record: "TOKEN target HTTP/x.y" even when llhttp refused the
+  // method. What llhttp matched so far is not kept: "GET/" is not the method GET.
+  ex.request.method.clear();
+  ex.request.target.clear();
   std::size_t sp1 = line.find(' ');
   if (sp1 == std::string_view::npos || sp1 == 0 || sp1 > 24) return;
   for (char c : line.substr(0, sp1)) {
@@ -217,9 +229,10 @@ void HttpSession::fill_request_line_from(Exchange& ex, std::string_view line) {
   ex.request.method.assign(line.substr(0, sp1));
   std::string_view rest = line.substr(sp1 + 1);
   std::size_t sp2 = rest.rfind(' ');
-  if (sp2 != std::string_view::npos && rest.substr(sp2 + 1).starts_with("HTTP/")) {
-    ex.request.version.assign(rest.substr(sp2 + 6));
-    rest = rest.substr(0, sp2);
+  std::string_view last_word = sp2 == std::string_view::npos ? rest : rest.substr(sp2 + 1);
+  if (last_word.starts_with("HTTP/")) {  // "GET HTTP/1.1" has a version and no target
+    ex.request.version.assign(last_word.substr(5));
+    rest = sp2 == std::string_view::npos ? std::string_view{} : rest.substr(0, sp2);
   }
   ex.request.target.assign(rest);
 }
@@ -440,7 +453,9 @@ Exchange& HttpSession::new_exchange(timestamp_us ts) {
   ex->client = client_;
   ex->server = server_;
   ex->times.request_start = ts;
-  ex->recorded = filter_ == nullptr;  // decided from the target once it is known
+  // Decided again from the target once it is known; a request cut before its target is
+  // recorded only when every path is.
+  ex->recorded = filter_ == nullptr || (*filter_)("");
   queue_.push_back(std::move(ex));
   return *queue_.back();
 }
@@ -514,6 +529,7 @@ void HttpSession::finish_front_if_done() {
 int HttpSession::on_message_begin(llhttp_t* parser) {
   Direction& d = direction_of(parser);
   d.in_message = true;
+  d.headers_done = false;
   d.header_field_open = false;
   d.header_bytes = 0;
   if (d.is_request) {
@@ -529,12 +545,30 @@ int HttpSession::on_message_begin(llhttp_t* parser) {
   return 0;
 }
 
+int HttpSession::on_method(const char* at, std::size_t length) {
+  // As sent, so a request cut right after its method still says what it was.
+  if (request_.current != nullptr && request_.current->request.method.size() < 32) {
+    request_.current->request.method.append(at, std::min<std::size_t>(length, 32));
+  }
+  return 0;
+}
+
 int HttpSession::on_url(const char* at, std::size_t length) {
   Exchange* ex = request_.current;
   if (ex == nullptr) return 0;
   request_.header_bytes += length;
   if (request_.header_bytes > limits_.max_header_bytes) return -1;
   ex->request.target.append(at, length);
+  return 0;
+}
+
+int HttpSession::on_url_complete() {
+  Exchange* ex = request_.current;
+  if (ex == nullptr) return 0;
+  // The method is known from here on: keep it even if the headers never complete.
+  ex->request.method = llhttp_method_name(static_cast<llhttp_method_t>(request_.parser.method));
+  // Known before any header or body byte: unrecorded exchanges keep nothing.
+  apply_filter(*ex);
   return 0;
 }
 
@@ -574,6 +608,7 @@ int HttpSession::on_header_value(llhttp_t* parser, const char* at, std::size_t l
 int HttpSession::on_headers_complete(llhttp_t* parser) {
   Direction& d = direction_of(parser);
   Exchange* ex = d.current;
+  d.headers_done = true;
   if (ex == nullptr) return 0;
   std::string version = fmt::format("{}.{}", parser->http_major, parser->http_minor);
   if (d.is_request) {
@@ -589,7 +624,11 @@ int HttpSession::on_headers_complete(llhttp_t* parser) {
   response.version = std::move(version);
   if (response.status / 100 == 1 && response.status != 101) return 0;  // interim: noted at its end
 
-  const std::string& method = ex->request.method;
+  // The method shapes the response only if the server understood the request: a broken
+  // "HEAD ..." gets a 400 with a body like any other, while a success says it understood
+  // even where llhttp did not.
+  bool server_understood = ex->request.complete || response.status < 400;
+  const std::string& method = server_understood ? ex->request.method : kNoMethod;
   bool accepted_tunnel = response.status == 101 || (method == "CONNECT" && response.status / 100 == 2);
   if (accepted_tunnel) {
     ex->add(Anomaly::tunnel);

@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include <simdjson.h>
 
@@ -26,9 +27,10 @@ constexpr std::size_t kKeptBufferBytes = 1024 * 1024;
 // Fields of a request whose value is copied verbatim into the summary: the structured-output
 // and tool-choice options, the ones whose bad values have killed vLLM's engine.
 constexpr std::array<std::string_view, 9> kStructuredOutputKeys = {
-    "response_format", "structured_outputs",      "guided_json",
-    "guided_regex",    "guided_choice",           "guided_grammar",
-    "guided_decoding_backend", "guided_whitespace_pattern", "tool_choice"};
+    "response_format",  "structured_outputs",      "guided_json",
+    "guided_regex",     "guided_choice",           "guided_grammar",
+    "guided_decoding_backend", "guided_whitespace_pattern", "tool_choice",
+};
 
 bool is_json_whitespace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
@@ -60,12 +62,24 @@ bool document_at_end(ondemand::document& document) {
   return document.current_location().error() == simdjson::OUT_OF_BOUNDS;
 }
 
-// The key and value of one field met while iterating an object.
+// The key and value of one field met while iterating an object. The key unescaped: for
+// requests, whose clients may write keys any way JSON allows.
 bool split_field(simdjson::simdjson_result<ondemand::field> result, std::string_view& key,
                  ondemand::value& value) {
   ondemand::field field;
   if (std::move(result).get(field) != SUCCESS) return false;
   if (field.unescaped_key().get(key) != SUCCESS) return false;
+  value = field.value();
+  return true;
+}
+
+// The same with the key as written, compared in place instead of unescaped into the
+// parser's string buffer: for server chunks (the hot path), whose keys are plain ASCII.
+bool split_field(simdjson::simdjson_result<ondemand::field> result,
+                 ondemand::raw_json_string& key, ondemand::value& value) {
+  ondemand::field field;
+  if (std::move(result).get(field) != SUCCESS) return false;
+  key = field.key();
   value = field.value();
   return true;
 }
@@ -267,23 +281,34 @@ bool walk_value(ondemand::value value) {
   return false;
 }
 
+bool is_one_valid_element(ondemand::parser& parser, simdjson::padded_string_view json) {
+  ondemand::document document;
+  ondemand::array array;
+  std::size_t count = 0;
+  return parser.iterate(json).get(document) == SUCCESS &&
+         document.get_array().get(array) == SUCCESS &&
+         array.count_elements().get(count) == SUCCESS && count == 1 && walk_array(array) &&
+         document_at_end(document);
+}
+
 // Whether `text` is exactly one valid JSON value. Wrapped in [ ] because a document that is
-// a bare scalar cannot be walked as a value; its own parser, as the caller's is mid-document.
+// a bare scalar cannot be walked as a value. Not reused_parser(): the caller's document is
+// still being read with it.
 bool is_valid_json_value(std::string_view text) {
-  thread_local ondemand::parser validation_parser;
   thread_local std::string wrapped;
   wrapped.reserve(text.size() + 2 + simdjson::SIMDJSON_PADDING);
   wrapped.assign("[");
   wrapped.append(text);
   wrapped.push_back(']');
   const simdjson::padded_string_view json(wrapped.data(), wrapped.size(), wrapped.capacity());
-  ondemand::document document;
-  ondemand::array array;
-  std::size_t count = 0;
-  bool valid = validation_parser.iterate(json).get(document) == SUCCESS &&
-               document.get_array().get(array) == SUCCESS &&
-               array.count_elements().get(count) == SUCCESS && count == 1 && walk_array(array) &&
-               document_at_end(document);
+  bool valid = false;
+  if (wrapped.size() <= kKeptBufferBytes) {
+    thread_local ondemand::parser validation_parser;
+    valid = is_one_valid_element(validation_parser, json);
+  } else {
+    ondemand::parser own_parser;
+    valid = is_one_valid_element(own_parser, json);
+  }
   release_if_large(wrapped);
   return valid;
 }
@@ -386,7 +411,7 @@ class AnswerReader {
 
   bool read(ondemand::object& top) {
     for (auto field_result : top) {
-      std::string_view key;
+      ondemand::raw_json_string key;
       ondemand::value value;
       if (!split_field(field_result, key, value) || !read_top_level_field(key, value)) return false;
     }
@@ -398,7 +423,7 @@ class AnswerReader {
   bool saw_error() const { return saw_error_; }
 
  private:
-  bool read_top_level_field(std::string_view key, ondemand::value& value) {
+  bool read_top_level_field(ondemand::raw_json_string key, ondemand::value& value) {
     if (key == "model") return read_model(value);
     if (key == "choices") return read_choices(value);
     if (key == "usage") return read_usage(value);
@@ -498,7 +523,7 @@ class AnswerReader {
     std::optional<std::string_view> reasoning_content;
     std::optional<std::string_view> reasoning;
     for (auto field_result : message) {
-      std::string_view key;
+      ondemand::raw_json_string key;
       ondemand::value value;
       if (!split_field(field_result, key, value)) return false;
       if (key == "content") {

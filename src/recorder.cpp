@@ -238,7 +238,7 @@ Recorder::Recorder(RecorderConfig config, RecordSink& sink, ExchangeObserver* ob
 void Recorder::on_request_complete(Exchange& exchange) {
   if (observer_ != nullptr) observer_->on_request_seen(exchange);
   if (!exchange.recorded) return;
-  sink_.write_record(RecordType::request, format_request_record(exchange, config_.redact));
+  sink_.write_record(RecordType::request, exchange.id, format_request_record(exchange, config_.redact));
   ++requests_written_;
 }
 
@@ -249,7 +249,7 @@ void Recorder::on_exchange_end(Exchange& exchange) {
     ++exchanges_filtered_;
     return;
   }
-  sink_.write_record(RecordType::exchange, format_exchange_record(exchange, config_.redact));
+  sink_.write_record(RecordType::exchange, exchange.id, format_exchange_record(exchange, config_.redact));
   ++exchanges_written_;
 }
 

@@ -1,5 +1,7 @@
 #include "chatcap/sse.hpp"
 
+#include <cstring>
+
 namespace chatcap {
 namespace {
 
@@ -19,18 +21,35 @@ void release_if_large(std::string& buffer) {
   if (buffer.capacity() > kKeptCapacityBytes) std::string().swap(buffer);
 }
 
-// Index of the first '\r' or '\n' in bytes, or npos.
+// Index of the first '\r' or '\n' in bytes, or npos. Two memchr scans (vectorised by libc)
+// beat one byte loop testing both: this is the decoder's inner loop.
 std::size_t find_line_end(std::string_view bytes) {
-  for (std::size_t i = 0; i < bytes.size(); ++i) {
-    if (bytes[i] == '\n' || bytes[i] == '\r') return i;
-  }
+  const char* begin = bytes.data();
+  const auto* lf = static_cast<const char*>(std::memchr(begin, '\n', bytes.size()));
+  const std::size_t cr_search = lf != nullptr ? static_cast<std::size_t>(lf - begin) : bytes.size();
+  const auto* cr = static_cast<const char*>(std::memchr(begin, '\r', cr_search));
+  if (cr != nullptr) return static_cast<std::size_t>(cr - begin);
+  if (lf != nullptr) return static_cast<std::size_t>(lf - begin);
   return std::string_view::npos;
+}
+
+bool starts_with_field_name(std::string_view bytes) {
+  for (std::string_view field : {"data:", "event:", "id:", "retry:"}) {
+    if (bytes.starts_with(field)) return true;
+  }
+  return bytes.starts_with(": ");
 }
 
 }  // namespace
 
 void SseDecoder::feed(timestamp_us ts, std::string_view bytes, SseHandler& handler) {
   bytes = drop_bom(bytes);
+  if (just_after_gap_) {
+    // Servers write whole events (uvicorn: one per chunk), so bytes after a gap that open
+    // with a field name most likely start a line: take it rather than drop a whole event.
+    just_after_gap_ = false;
+    if (starts_with_field_name(bytes)) skipping_to_line_end_ = false;
+  }
   // The previous fragment ended in '\r', already taken as a line end: a '\n' now is the
   // second half of that CRLF, not a blank line (which would dispatch an event too early).
   if (after_cr_ && !bytes.empty()) {
@@ -187,6 +206,7 @@ void SseDecoder::finish() {
   after_cr_ = false;
   bom_checked_ = false;
   skipping_to_line_end_ = false;
+  just_after_gap_ = false;
 }
 
 void SseDecoder::on_gap() {
@@ -195,6 +215,7 @@ void SseDecoder::on_gap() {
   after_cr_ = false;  // bytes after a gap do not continue the CRLF before it
   bom_checked_ = true;  // no longer the start of the stream
   skipping_to_line_end_ = true;
+  just_after_gap_ = true;
 }
 
 void SseDecoder::reset() {
@@ -203,6 +224,7 @@ void SseDecoder::reset() {
   after_cr_ = false;
   bom_checked_ = false;
   skipping_to_line_end_ = false;
+  just_after_gap_ = false;
   events_ = 0;
   comments_ = 0;
   oversized_events_ = 0;

@@ -84,7 +84,9 @@ class HttpSession {
 
   // llhttp callbacks (public so the C callback table can reach them).
   int on_message_begin(llhttp_t* parser);
+  int on_method(const char* at, std::size_t length);
   int on_url(const char* at, std::size_t length);
+  int on_url_complete();
   int on_status(const char* at, std::size_t length);
   int on_header_field(llhttp_t* parser, const char* at, std::size_t length);
   int on_header_value(llhttp_t* parser, const char* at, std::size_t length);
@@ -104,6 +106,7 @@ class HttpSession {
     std::string resync_carry;     // a partial line that may be a message start
     std::string scan_buffer;      // carry + new bytes, while scanning
     bool in_message = false;      // between on_message_begin and on_message_complete
+    bool headers_done = false;    // on_headers_complete seen for the current message
     bool in_known_length_body = false;  // parser.content_length is the bytes left in body/chunk
     bool in_eof_body = false;     // body delimited by the close: any gap can be stepped over
     bool feeding_filler = false;  // bytes being fed stand for a capture gap

@@ -29,8 +29,9 @@ enum class RecordType : std::uint8_t { request, exchange, server_down };
 class RecordSink {
  public:
   virtual ~RecordSink() = default;
-  // `line` is one complete JSON object followed by '\n'.
-  virtual void write_record(RecordType type, std::string_view line) = 0;
+  // `line` is one complete JSON object followed by '\n'; `id` is the exchange's id (empty
+  // for records that belong to no exchange).
+  virtual void write_record(RecordType type, std::string_view id, std::string_view line) = 0;
 };
 
 // Sees every exchange event, recorded or not (server-death detection listens here).

@@ -70,6 +70,7 @@ class SseDecoder {
   bool after_cr_ = false;   // last fragment ended in '\r': a leading '\n' is part of CRLF
   bool bom_checked_ = false;
   bool skipping_to_line_end_ = false;  // after a gap
+  bool just_after_gap_ = false;        // the next feed() is the first after a gap
   std::uint64_t events_ = 0;
   std::uint64_t comments_ = 0;
   std::uint64_t oversized_events_ = 0;

@@ -1,0 +1,103 @@
+// The log writer: the only stage that writes files. JSON Lines in a directory, bounded by
+// exchanges, friendly to `tail -F`.
+//
+//   <dir>/exchanges.jsonl     the current file: every record is appended with one write()
+//   <dir>/exchanges.jsonl.1   the previous file
+//
+// Rotation: when the current file already holds `keep` exchanges and a new one begins, it
+// is renamed to exchanges.jsonl.1 (replacing the older one) and a fresh file is started. The
+// two files hold between keep and 2×keep exchanges; no record is ever split across files.
+//
+// Two copies keep every exchange readable from the files alone, whatever rotation did:
+//   * a request still in flight when its file is about to be dropped is copied forward into
+//     the new file (the request a dying server was working on must never rotate away);
+//   * an exchange record whose request record sits in the previous file is preceded by a
+//     copy of that request record, so the pair always ends up in one file.
+// Copies are the same line, same id; readers keep one. Only byte offsets are remembered per
+// open exchange; copies are read back from the file, so memory does not grow with bodies.
+//
+// Failures: a write that fails (disk full, I/O error) is undone (the file is truncated back
+// to its last whole record), counted and reported through `on_problem`; the next record
+// tries again, so writing resumes by itself when space returns.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "chatcap/recorder.hpp"
+
+namespace chatcap {
+
+class LogError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct LogWriterConfig {
+  std::string dir = "/var/log/chatcap";
+  std::size_t keep = 20;             // exchanges per file; disk holds keep..2×keep
+  mode_t dir_mode = 0750;
+  mode_t file_mode = 0640;
+};
+
+class LogWriter : public RecordSink {
+ public:
+  static constexpr const char* kCurrentName = "exchanges.jsonl";
+  static constexpr const char* kPreviousName = "exchanges.jsonl.1";
+
+  // Creates the directory if needed and opens the current file; throws LogError with a
+  // user-facing sentence when it cannot.
+  explicit LogWriter(LogWriterConfig config);
+  ~LogWriter() override;
+  LogWriter(const LogWriter&) = delete;
+  LogWriter& operator=(const LogWriter&) = delete;
+
+  void write_record(RecordType type, std::string_view id, std::string_view line) override;
+  // Reopens both files (SIGHUP: an external tool moved them).
+  void reopen();
+
+  // Called with one sentence when writing starts failing and when it recovers.
+  std::function<void(const std::string&)> on_problem;
+
+  std::uint64_t records_written() const { return records_written_; }
+  std::uint64_t records_lost() const { return records_lost_; }
+  std::uint64_t rotations() const { return rotations_; }
+  std::size_t exchanges_in_current() const { return exchanges_in_current_; }
+  std::string current_path() const;
+  std::string previous_path() const;
+
+ private:
+  // Where a request record lies: which file generation, at what offset, how long.
+  struct Location {
+    std::uint64_t generation = 0;
+    off_t offset = 0;
+    std::size_t length = 0;
+  };
+
+  void open_files();
+  void close_files();
+  void rotate();
+  void count_existing_exchanges();
+  bool append(std::string_view line, Location* where);
+  bool copy_forward(const Location& from, Location& to);
+  void report_failure(int error);
+
+  LogWriterConfig config_;
+  int current_fd_ = -1;
+  int previous_fd_ = -1;           // read side of exchanges.jsonl.1, for copies
+  off_t current_size_ = 0;
+  std::uint64_t generation_ = 1;   // of the current file; the previous one is generation_ - 1
+  std::size_t exchanges_in_current_ = 0;
+  std::unordered_map<std::string, Location> open_requests_;  // id → its request record
+  std::uint64_t records_written_ = 0;
+  std::uint64_t records_lost_ = 0;
+  std::uint64_t rotations_ = 0;
+  bool failing_ = false;
+};
+
+}  // namespace chatcap

@@ -1,0 +1,195 @@
+#include "chatcap/log_writer.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+namespace chatcap {
+namespace {
+
+// A request record starts with this prefix (the recorder writes "type" first).
+constexpr std::string_view kRequestPrefix = "{\"type\":\"request\"";
+
+std::string errno_text(int error) { return std::strerror(error); }
+
+bool write_all_at_end(int fd, std::string_view bytes, std::size_t& written) {
+  written = 0;
+  while (written < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    written += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+}  // namespace
+
+LogWriter::LogWriter(LogWriterConfig config) : config_(std::move(config)) {
+  if (config_.keep == 0) throw LogError("--keep 0 would keep nothing — give at least 1");
+  std::error_code ec;
+  std::filesystem::create_directories(config_.dir, ec);
+  if (ec) {
+    throw LogError(fmt::format("cannot create log directory {}: {} — create it or pass --log-dir to a writable place",
+                               config_.dir, ec.message()));
+  }
+  ::chmod(config_.dir.c_str(), config_.dir_mode);  // best effort: the directory may not be ours
+  open_files();
+  count_existing_exchanges();
+}
+
+LogWriter::~LogWriter() { close_files(); }
+
+std::string LogWriter::current_path() const { return config_.dir + "/" + kCurrentName; }
+std::string LogWriter::previous_path() const { return config_.dir + "/" + kPreviousName; }
+
+void LogWriter::open_files() {
+  current_fd_ = ::open(current_path().c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, config_.file_mode);
+  if (current_fd_ < 0) {
+    int error = errno;
+    throw LogError(fmt::format("cannot write {}: {} — run as a user that may write {} or pass --log-dir",
+                               current_path(), errno_text(error), config_.dir));
+  }
+  struct stat st{};
+  ::fstat(current_fd_, &st);
+  current_size_ = st.st_size;
+  previous_fd_ = ::open(previous_path().c_str(), O_RDONLY | O_CLOEXEC);  // may not exist yet
+}
+
+void LogWriter::close_files() {
+  if (current_fd_ >= 0) ::close(current_fd_);
+  if (previous_fd_ >= 0) ::close(previous_fd_);
+  current_fd_ = -1;
+  previous_fd_ = -1;
+}
+
+void LogWriter::reopen() {
+  close_files();
+  open_files();
+  // Files moved away by another tool: what we remembered of offsets no longer holds.
+  open_requests_.clear();
+  ++generation_;
+  count_existing_exchanges();
+}
+
+void LogWriter::count_existing_exchanges() {
+  // A restarted daemon continues the current file: count what it already holds, and drop a
+  // torn last line (a crash mid-write) so the next record starts on a line of its own.
+  exchanges_in_current_ = 0;
+  std::vector<char> content(static_cast<std::size_t>(current_size_));
+  int fd = ::open(current_path().c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ssize_t n = content.empty() ? 0 : ::pread(fd, content.data(), content.size(), 0);
+  ::close(fd);
+  if (n <= 0) return;
+  std::string_view text(content.data(), static_cast<std::size_t>(n));
+  std::size_t last_newline = text.rfind('\n');
+  std::size_t whole = last_newline == std::string_view::npos ? 0 : last_newline + 1;
+  if (whole < text.size() && ::ftruncate(current_fd_, static_cast<off_t>(whole)) == 0) {
+    current_size_ = static_cast<off_t>(whole);
+  }
+  for (std::size_t at = 0; at < whole;) {
+    std::size_t end = text.find('\n', at);
+    if (text.substr(at, end - at).starts_with(kRequestPrefix)) ++exchanges_in_current_;
+    at = end + 1;
+  }
+}
+
+bool LogWriter::append(std::string_view line, Location* where) {
+  std::size_t written = 0;
+  if (!write_all_at_end(current_fd_, line, written)) {
+    int error = errno;
+    // Never leave half a record: the next one would be glued to it.
+    if (written > 0 && ::ftruncate(current_fd_, current_size_) != 0) current_size_ += static_cast<off_t>(written);
+    ++records_lost_;
+    report_failure(error);
+    return false;
+  }
+  if (where != nullptr) *where = Location{generation_, current_size_, line.size()};
+  current_size_ += static_cast<off_t>(line.size());
+  ++records_written_;
+  if (failing_) {
+    failing_ = false;
+    if (on_problem) on_problem(fmt::format("writing {} again ({} records were lost meanwhile)", current_path(), records_lost_));
+  }
+  return true;
+}
+
+void LogWriter::report_failure(int error) {
+  if (failing_) return;  // once per episode, not once per record
+  failing_ = true;
+  if (on_problem) {
+    on_problem(fmt::format("cannot write {}: {} — records are being lost until it is writable again (free disk space)",
+                           current_path(), errno_text(error)));
+  }
+}
+
+bool LogWriter::copy_forward(const Location& from, Location& to) {
+  int fd = from.generation == generation_ ? -1 : previous_fd_;
+  if (fd < 0 || from.generation + 1 != generation_) return false;  // already here, or gone
+  std::string line(from.length, '\0');
+  ssize_t n = ::pread(fd, line.data(), line.size(), from.offset);
+  if (n != static_cast<ssize_t>(line.size()) || !std::string_view(line).starts_with(kRequestPrefix)) return false;
+  return append(line, &to);
+}
+
+void LogWriter::rotate() {
+  // Keep the file about to be dropped open: in-flight requests are copied out of it after
+  // the rename, from the inode that is no longer in the directory.
+  int dropped_fd = previous_fd_;
+  previous_fd_ = -1;
+  if (::rename(current_path().c_str(), previous_path().c_str()) != 0) {
+    int error = errno;
+    if (dropped_fd >= 0) ::close(dropped_fd);
+    report_failure(error);
+    return;
+  }
+  ::close(current_fd_);
+  current_fd_ = -1;
+  std::uint64_t dropped_generation = generation_ - 1;
+  ++generation_;
+  ++rotations_;
+  open_files();
+  exchanges_in_current_ = 0;
+
+  for (auto& [id, location] : open_requests_) {
+    if (location.generation != dropped_generation || dropped_fd < 0) continue;
+    std::string line(location.length, '\0');
+    ssize_t n = ::pread(dropped_fd, line.data(), line.size(), location.offset);
+    if (n == static_cast<ssize_t>(line.size())) append(line, &location);
+  }
+  if (dropped_fd >= 0) ::close(dropped_fd);
+}
+
+void LogWriter::write_record(RecordType type, std::string_view id, std::string_view line) {
+  if (type == RecordType::request) {
+    if (exchanges_in_current_ >= config_.keep) rotate();
+    Location where;
+    if (append(line, &where)) {
+      ++exchanges_in_current_;
+      if (!id.empty()) open_requests_[std::string(id)] = where;
+    }
+    return;
+  }
+  if (type == RecordType::exchange) {
+    auto it = open_requests_.find(std::string(id));
+    if (it != open_requests_.end()) {
+      Location copy;
+      copy_forward(it->second, copy);  // its request into this file, if it is in the previous one
+      open_requests_.erase(it);
+    }
+  }
+  append(line, nullptr);
+}
+
+}  // namespace chatcap

@@ -1,0 +1,463 @@
+#include "chatcap/openai.hpp"
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "chatcap/sse.hpp"
+
+namespace chatcap {
+namespace {
+
+// One SSE event as the decoder would hand it over.
+struct TimedData {
+  timestamp_us ts = 0;
+  std::string data;
+  std::string type = "message";
+};
+
+ChatAnswer assemble(const std::vector<TimedData>& events) {
+  ChatStreamAssembler assembler;
+  for (const auto& e : events) {
+    SseEvent event;
+    event.ts = e.ts;
+    event.type = e.type;
+    event.data = e.data;
+    assembler.on_sse_event(event);
+  }
+  return assembler.answer();
+}
+
+// vLLM serving gpt-oss with a reasoning parser: a role chunk, reasoning deltas, content
+// deltas (one with escapes), a finish chunk, a usage chunk with no choices, [DONE].
+const std::string kChunkHead =
+    R"({"id":"chatcmpl-9f","object":"chat.completion.chunk","created":1764000000,"model":"gpt-oss-120b","choices":[{"index":0,"delta":)";
+const std::string kChunkTail = R"(,"logprobs":null,"finish_reason":null}]})";
+
+std::string chunk(const std::string& delta) { return kChunkHead + delta + kChunkTail; }
+
+std::vector<TimedData> gpt_oss_stream() {
+  return {
+      {1000, chunk(R"({"role":"assistant","content":"","reasoning_content":null})")},
+      {2000, chunk(R"({"reasoning_content":"The user"})")},
+      {2500, chunk(R"({"reasoning_content":" says hi."})")},
+      {4000, chunk(R"({"content":"Caf\u00e9 \"ol\u00e9\"\n"})")},
+      {4100,
+       kChunkHead + R"({"content":"Bye!"},"logprobs":null,"finish_reason":"stop","stop_reason":null}]})"},
+      {5000,
+       R"({"id":"chatcmpl-9f","object":"chat.completion.chunk","created":1764000000,"model":"gpt-oss-120b","choices":[],"usage":{"prompt_tokens":72,"total_tokens":90,"completion_tokens":18}})"},
+      {5100, "[DONE]"},
+  };
+}
+
+void check_gpt_oss_answer(const ChatAnswer& answer) {
+  CHECK(answer.model == "gpt-oss-120b");
+  CHECK(answer.reasoning == "The user says hi.");
+  CHECK(answer.content == "Caf\xC3\xA9 \"ol\xC3\xA9\"\nBye!");
+  CHECK(answer.finish_reason == "stop");
+  CHECK(answer.usage_json == R"({"prompt_tokens":72,"total_tokens":90,"completion_tokens":18})");
+  CHECK(answer.error_json.empty());
+  CHECK(answer.done);
+  CHECK(answer.events == 7);
+  CHECK(answer.bad_events == 0);
+  CHECK(answer.tool_calls.empty());
+  CHECK_FALSE(answer.text_truncated);
+}
+
+std::string as_sse(const std::vector<TimedData>& events) {
+  std::string text;
+  for (const auto& e : events) {
+    if (e.type != "message") text += "event: " + e.type + "\r\n";
+    text += "data: " + e.data + "\r\n\r\n";
+  }
+  return text;
+}
+
+}  // namespace
+
+TEST_CASE("openai: vLLM gpt-oss stream with reasoning, content, usage and [DONE]", "[openai]") {
+  const ChatAnswer answer = assemble(gpt_oss_stream());
+  check_gpt_oss_answer(answer);
+
+  SECTION("times: first event, first token, gaps between token events") {
+    CHECK(answer.first_event_ts == 1000);  // the role chunk carries no text
+    CHECK(answer.first_token_ts == 2000);
+    CHECK(answer.last_token_ts == 4100);
+    CHECK(answer.last_event_ts == 5100);
+    CHECK(answer.token_events == 4);
+    CHECK(answer.token_gaps_us == std::vector<std::uint32_t>{500, 1500, 100});
+    // Nearest rank over {100, 500, 1500} us.
+    CHECK(answer.gap_percentile_ms(50) == Approx(0.5));
+    CHECK(answer.gap_percentile_ms(99) == Approx(1.5));
+    CHECK(answer.gap_percentile_ms(0) == Approx(0.1));
+    CHECK(answer.gap_percentile_ms(33) == Approx(0.1));
+    CHECK(answer.gap_percentile_ms(34) == Approx(0.5));
+    CHECK(answer.gap_percentile_ms(100) == Approx(1.5));
+  }
+}
+
+TEST_CASE("openai: the same stream through the SSE decoder, split at every byte", "[openai]") {
+  const std::string stream = as_sse(gpt_oss_stream());
+  for (std::size_t split = 0; split <= stream.size(); ++split) {
+    SseDecoder decoder;
+    ChatStreamAssembler assembler;
+    decoder.feed(1, std::string_view(stream).substr(0, split), assembler);
+    decoder.feed(2, std::string_view(stream).substr(split), assembler);
+    INFO("split at " << split);
+    check_gpt_oss_answer(assembler.answer());
+    REQUIRE(assembler.answer().events == 7);
+  }
+}
+
+TEST_CASE("openai: percentiles over known gaps", "[openai]") {
+  ChatAnswer answer;
+  CHECK_FALSE(answer.gap_percentile_ms(50).has_value());
+  for (std::uint32_t gap_ms = 100; gap_ms >= 1; --gap_ms) answer.token_gaps_us.push_back(gap_ms * 1000);
+  CHECK(answer.gap_percentile_ms(50) == Approx(50.0));
+  CHECK(answer.gap_percentile_ms(90) == Approx(90.0));
+  CHECK(answer.gap_percentile_ms(99) == Approx(99.0));
+  CHECK(answer.gap_percentile_ms(99.5) == Approx(100.0));
+  CHECK(answer.gap_percentile_ms(-5) == Approx(1.0));
+  CHECK(answer.gap_percentile_ms(500) == Approx(100.0));
+  // Called on a const answer: the samples keep their order.
+  CHECK(answer.token_gaps_us.front() == 100000);
+}
+
+TEST_CASE("openai: vLLM sending reasoning under both names takes it once", "[openai]") {
+  const ChatAnswer answer = assemble({
+      {10, chunk(R"({"reasoning_content":"Hm","reasoning":"Hm"})")},
+      {20, chunk(R"({"reasoning":", ok"})")},
+      {30, chunk(R"({"reasoning_content":null,"reasoning":"."})")},
+  });
+  CHECK(answer.reasoning == "Hm, ok.");
+}
+
+TEST_CASE("openai: two tool calls whose arguments arrive in fragments", "[openai]") {
+  const ChatAnswer answer = assemble({
+      {100, chunk(R"({"role":"assistant","content":null})")},
+      {200, chunk(R"({"tool_calls":[{"index":0,"id":"chatcmpl-tool-a","type":"function","function":{"name":"get_weather"}}]})")},
+      {300, chunk(R"({"tool_calls":[{"index":0,"function":{"arguments":"{\"city\": "}}]})")},
+      {400, chunk(R"({"tool_calls":[{"index":0,"id":null,"function":{"name":null,"arguments":"\"Paris\"}"}}]})")},
+      {500, chunk(R"({"tool_calls":[{"index":1,"id":"chatcmpl-tool-b","type":"function","function":{"name":"get_time","arguments":""}}]})")},
+      {600, chunk(R"({"tool_calls":[{"index":1,"function":{"arguments":"{\"tz\":"}}]})")},
+      // Keys in another order: index after function.
+      {700, chunk(R"({"tool_calls":[{"function":{"arguments":" \"CET\"}"},"index":1}]})")},
+      {800, kChunkHead + R"({},"logprobs":null,"finish_reason":"tool_calls"}]})"},
+      {900, "[DONE]"},
+  });
+  REQUIRE(answer.tool_calls.size() == 2);
+  CHECK(answer.tool_calls[0].index == 0);
+  CHECK(answer.tool_calls[0].id == "chatcmpl-tool-a");
+  CHECK(answer.tool_calls[0].type == "function");
+  CHECK(answer.tool_calls[0].name == "get_weather");
+  CHECK(answer.tool_calls[0].arguments == R"({"city": "Paris"})");
+  CHECK(answer.tool_calls[1].index == 1);
+  CHECK(answer.tool_calls[1].id == "chatcmpl-tool-b");
+  CHECK(answer.tool_calls[1].name == "get_time");
+  CHECK(answer.tool_calls[1].arguments == R"({"tz": "CET"})");
+  CHECK(answer.finish_reason == "tool_calls");
+  CHECK(answer.content.empty());
+  CHECK(answer.done);
+  CHECK(answer.bad_events == 0);
+  // Token events: the name at 200, argument text at 300, 400, 500 (name), 600, 700.
+  CHECK(answer.first_token_ts == 200);
+  CHECK(answer.token_gaps_us == std::vector<std::uint32_t>{100, 100, 100, 100, 100});
+}
+
+TEST_CASE("openai: tool calls are kept in index order whatever order they arrive in",
+          "[openai]") {
+  const ChatAnswer answer = assemble({
+      {1, chunk(R"({"tool_calls":[{"index":2,"function":{"name":"c","arguments":"3"}},{"index":0,"function":{"name":"a","arguments":"1"}}]})")},
+      {2, chunk(R"({"tool_calls":[{"index":1,"function":{"name":"b","arguments":"2"}},{"index":0,"function":{"arguments":"1"}}]})")},
+  });
+  REQUIRE(answer.tool_calls.size() == 3);
+  CHECK(answer.tool_calls[0].name == "a");
+  CHECK(answer.tool_calls[0].arguments == "11");
+  CHECK(answer.tool_calls[1].name == "b");
+  CHECK(answer.tool_calls[2].name == "c");
+}
+
+TEST_CASE("openai: tool calls past kMaxToolCalls are not kept, and that is flagged",
+          "[openai]") {
+  std::string calls;
+  for (std::size_t i = 0; i < ChatAnswer::kMaxToolCalls + 10; ++i) {
+    if (!calls.empty()) calls += ',';
+    calls += R"({"index":)" + std::to_string(i * 1000) + R"(,"function":{"arguments":"x"}})";
+  }
+  const ChatAnswer answer = assemble({{1, chunk(R"({"tool_calls":[)" + calls + "]}")}});
+  CHECK(answer.tool_calls.size() == ChatAnswer::kMaxToolCalls);
+  CHECK(answer.text_truncated);
+  CHECK(answer.tool_calls.back().index ==
+        static_cast<std::int64_t>((ChatAnswer::kMaxToolCalls - 1) * 1000));
+}
+
+TEST_CASE("openai: only choice 0 is recorded, whatever the key order", "[openai]") {
+  const ChatAnswer answer = assemble({
+      {1, R"({"choices":[{"delta":{"content":"zero "},"index":0},{"delta":{"content":"ONE"},"index":1}]})"},
+      {2, R"({"choices":[{"index":1,"delta":{"content":"ONE"},"finish_reason":"length"}]})"},
+      {3, R"({"choices":[{"finish_reason":"stop","delta":{"content":"end"}}]})"},  // no index: 0
+  });
+  CHECK(answer.content == "zero end");
+  CHECK(answer.finish_reason == "stop");
+  CHECK(answer.token_events == 2);
+}
+
+TEST_CASE("openai: error objects in a stream", "[openai]") {
+  SECTION("vLLM: data: {\"error\": {...}}") {
+    const ChatAnswer answer = assemble({
+        {1, chunk(R"({"content":"par"})")},
+        {2, R"({"error": {"object": "error", "message": "EngineCore encountered an issue.", "type": "InternalServerError", "param": null, "code": 500}} )"},
+        {3, "[DONE]"},
+    });
+    CHECK(answer.error_json ==
+          R"({"object": "error", "message": "EngineCore encountered an issue.", "type": "InternalServerError", "param": null, "code": 500})");
+    CHECK(answer.content == "par");
+    CHECK(answer.bad_events == 0);
+  }
+  SECTION("event: error with a JSON object") {
+    const ChatAnswer answer = assemble({{1, R"({"message":"overloaded","code":503})", "error"}});
+    CHECK(answer.error_json == R"({"message":"overloaded","code":503})");
+  }
+  SECTION("event: error with an error object inside") {
+    const ChatAnswer answer = assemble({{1, R"({"error":{"message":"x"}})", "error"}});
+    CHECK(answer.error_json == R"({"message":"x"})");
+  }
+  SECTION("event: error with plain text is kept as a JSON string") {
+    const ChatAnswer answer = assemble({{1, "Internal \"server\" error\tnow", "error"}});
+    CHECK(answer.error_json == R"("Internal \"server\" error\u0009now")");
+    CHECK(answer.bad_events == 0);
+  }
+  SECTION("\"error\": null is not an error") {
+    const ChatAnswer answer = assemble({{1, R"({"choices":[],"error":null})"}});
+    CHECK(answer.error_json.empty());
+  }
+}
+
+TEST_CASE("openai: unreadable data is counted and the stream goes on", "[openai]") {
+  const ChatAnswer answer = assemble({
+      {1, chunk(R"({"content":"a"})")},
+      {2, "not json"},
+      {3, R"({"choices":[{"index":0,"delta":{"content":"b)"},  // unterminated
+      {4, "[1, 2]"},
+      {5, "\"a string\""},
+      {6, R"({"choices":[]} trailing)"},
+      {7, ""},  // an empty event is a keep-alive, not an error
+      {8, chunk(R"({"content":"c"})")},
+      {9, " [DONE] \n"},
+  });
+  CHECK(answer.content == "ac");
+  CHECK(answer.bad_events == 5);
+  CHECK(answer.events == 9);
+  CHECK(answer.done);
+  CHECK(answer.error_json.empty());
+}
+
+TEST_CASE("openai: usage, last one wins, null ignored", "[openai]") {
+  const ChatAnswer answer = assemble({
+      {1, R"({"choices":[],"usage":{"completion_tokens":1}})"},
+      {2, R"({"choices":[],"usage":{"completion_tokens":2}  ,"x":1})"},
+      {3, R"({"choices":[],"usage":null})"},
+  });
+  CHECK(answer.usage_json == R"({"completion_tokens":2})");
+}
+
+TEST_CASE("openai: the first model seen is the answer's", "[openai]") {
+  const ChatAnswer answer = assemble({
+      {1, R"({"model":"first","choices":[]})"},
+      {2, R"({"model":"second","choices":[]})"},
+  });
+  CHECK(answer.model == "first");
+}
+
+TEST_CASE("openai: text over the cap is cut at a UTF-8 boundary and flagged", "[openai]") {
+  const std::string almost(ChatAnswer::kMaxTextBytes - 1, 'a');
+  const ChatAnswer answer = assemble({
+      {1, chunk(R"({"content":")" + almost + R"("})")},
+      {2, chunk(R"({"content":"\u00e9"})")},  // 2 bytes: does not fit, and is not cut in half
+  });
+  CHECK(answer.content.size() == ChatAnswer::kMaxTextBytes - 1);
+  CHECK(answer.text_truncated);
+  CHECK(answer.token_events == 2);
+}
+
+TEST_CASE("openai: clear and reset forget everything", "[openai]") {
+  ChatStreamAssembler assembler;
+  for (const auto& e : gpt_oss_stream()) {
+    SseEvent event;
+    event.ts = e.ts;
+    event.type = e.type;
+    event.data = e.data;
+    assembler.on_sse_event(event);
+  }
+  assembler.reset();
+  const ChatAnswer& answer = assembler.answer();
+  CHECK(answer.content.empty());
+  CHECK(answer.reasoning.empty());
+  CHECK(answer.usage_json.empty());
+  CHECK(answer.model.empty());
+  CHECK_FALSE(answer.done);
+  CHECK(answer.events == 0);
+  CHECK(answer.token_events == 0);
+  CHECK(answer.first_token_ts == 0);
+  CHECK(answer.token_gaps_us.empty());
+  // And it assembles a second stream from scratch, the same way.
+  for (const auto& e : gpt_oss_stream()) {
+    SseEvent event;
+    event.ts = e.ts;
+    event.data = e.data;
+    event.type = "message";
+    assembler.on_sse_event(event);
+  }
+  check_gpt_oss_answer(assembler.answer());
+}
+
+// ---------------------------------------------------------------------------------------
+
+TEST_CASE("openai: request summary of a streamed request with structured outputs",
+          "[openai]") {
+  const RequestSummary summary = summarize_chat_request(
+      R"({"model":"gpt-oss-120b","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"hi"},{"role":"assistant","content":"{\"x\":[1,2]}"}],"stream":true,"max_tokens":400,"structured_outputs":{"json":null}})");
+  CHECK(summary.json_valid);
+  CHECK(summary.model == "gpt-oss-120b");
+  CHECK(summary.stream == true);
+  CHECK(summary.max_tokens == 400);
+  CHECK(summary.messages == 3);
+  CHECK(summary.tools == 0);
+  CHECK_FALSE(summary.n.has_value());
+  CHECK(summary.structured_output_json == R"({"structured_outputs":{"json":null}})");
+}
+
+TEST_CASE("openai: structured-output fields are copied verbatim", "[openai]") {
+  SECTION("json_object false, with spaces around") {
+    const auto summary = summarize_chat_request(
+        "{ \"model\" : \"m\", \"structured_outputs\" : {\"json_object\": false} \n, \"stream\": false }");
+    CHECK(summary.json_valid);
+    CHECK(summary.stream == false);
+    CHECK(summary.structured_output_json == R"({"structured_outputs":{"json_object": false}})");
+  }
+  SECTION("response_format text") {
+    const auto summary =
+        summarize_chat_request(R"({"messages":[],"response_format":{"type":"text"}})");
+    CHECK(summary.structured_output_json == R"({"response_format":{"type":"text"}})");
+    CHECK(summary.messages == 0);
+  }
+  SECTION("guided_* of every kind, null included, in body order") {
+    const auto summary = summarize_chat_request(
+        R"({"guided_json":{"type":"object","properties":{"a":{"type":"integer"}}},"guided_regex":"\\d+ ","guided_choice":["yes","no"],"guided_grammar":null,"guided_decoding_backend":"xgrammar","guided_whitespace_pattern":"[ ]?","model":"m"})");
+    CHECK(summary.json_valid);
+    CHECK(summary.structured_output_json ==
+          R"({"guided_json":{"type":"object","properties":{"a":{"type":"integer"}}},"guided_regex":"\\d+ ","guided_choice":["yes","no"],"guided_grammar":null,"guided_decoding_backend":"xgrammar","guided_whitespace_pattern":"[ ]?"})");
+  }
+  SECTION("tools and tool_choice") {
+    const auto summary = summarize_chat_request(
+        R"({"model":"m","tools":[{"type":"function","function":{"name":"a"}},{"type":"function","function":{"name":"b"}}],"tool_choice":"auto","n":2,"max_completion_tokens":50})");
+    CHECK(summary.tools == 2);
+    CHECK(summary.n == 2);
+    CHECK(summary.max_tokens == 50);
+    CHECK(summary.structured_output_json == R"({"tool_choice":"auto"})");
+  }
+  SECTION("max_tokens wins over max_completion_tokens, in any order; null falls back") {
+    CHECK(summarize_chat_request(R"({"max_completion_tokens":50,"max_tokens":7})").max_tokens == 7);
+    CHECK(summarize_chat_request(R"({"max_tokens":null,"max_completion_tokens":50})").max_tokens ==
+          50);
+    CHECK_FALSE(summarize_chat_request(R"({"max_tokens":"many"})").max_tokens.has_value());
+  }
+  SECTION("an escaped key is still recognised") {
+    const auto summary = summarize_chat_request(R"({"guided\u005fjson":{"a":1}})");
+    CHECK(summary.structured_output_json == R"({"guided_json":{"a":1}})");
+  }
+  SECTION("none present") {
+    const auto summary = summarize_chat_request(R"({"model":"m","messages":[{"role":"user"}]})");
+    CHECK(summary.json_valid);
+    CHECK(summary.structured_output_json.empty());
+    CHECK(summary.messages == 1);
+    CHECK_FALSE(summary.stream.has_value());
+    CHECK_FALSE(summary.max_tokens.has_value());
+  }
+  SECTION("a broken structured value is kept as a string, and the body is not valid") {
+    const auto summary = summarize_chat_request(R"({"model":"m","guided_json":{"a":tru}})");
+    CHECK_FALSE(summary.json_valid);
+    CHECK(summary.model == "m");
+    CHECK(summary.structured_output_json == R"({"guided_json":"{\"a\":tru}"})");
+  }
+}
+
+TEST_CASE("openai: request summary of bodies that are not a JSON object", "[openai]") {
+  for (const char* body : {"", "   ", "not json", "{\"model\": \"x\", ", "[1,2,3]", "\"text\"",
+                           "42", "null", "{\"model\":\"x\"} {}", "{\"a\":1}}",
+                           "{\"messages\":[1,2"}) {
+    INFO("body: " << body);
+    RequestSummary summary;
+    REQUIRE_NOTHROW(summary = summarize_chat_request(body));
+    CHECK_FALSE(summary.json_valid);
+  }
+  // Broken after the structured field: what was read is kept, and the object is closed.
+  const auto cut = summarize_chat_request(R"({"structured_outputs":{"json":null},"messages":[1 2]})");
+  CHECK_FALSE(cut.json_valid);
+  CHECK(cut.structured_output_json == R"({"structured_outputs":{"json":null}})");
+}
+
+// ---------------------------------------------------------------------------------------
+
+TEST_CASE("openai: non-streamed chat.completion", "[openai]") {
+  ChatAnswer answer;
+  REQUIRE(assemble_chat_completion(
+      R"({"id":"chatcmpl-1","object":"chat.completion","created":1764000000,"model":"gpt-oss-120b","choices":[{"index":0,"message":{"role":"assistant","content":"Hello!","refusal":null,"annotations":null,"audio":null,"function_call":null,"tool_calls":[],"reasoning_content":"Greet back."},"logprobs":null,"finish_reason":"stop","stop_reason":null}],"usage":{"prompt_tokens":10,"total_tokens":15,"completion_tokens":5,"prompt_tokens_details":null},"prompt_logprobs":null,"kv_transfer_params":null}
+)",
+      answer));
+  CHECK(answer.model == "gpt-oss-120b");
+  CHECK(answer.content == "Hello!");
+  CHECK(answer.reasoning == "Greet back.");
+  CHECK(answer.finish_reason == "stop");
+  CHECK(answer.usage_json ==
+        R"({"prompt_tokens":10,"total_tokens":15,"completion_tokens":5,"prompt_tokens_details":null})");
+  CHECK(answer.tool_calls.empty());
+  CHECK(answer.error_json.empty());
+}
+
+TEST_CASE("openai: non-streamed tool calls", "[openai]") {
+  ChatAnswer answer;
+  REQUIRE(assemble_chat_completion(
+      R"({"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\": \"Paris\"}"}},{"id":"call_2","type":"function","function":{"name":"get_time","arguments":"{}"}}]},"finish_reason":"tool_calls"}]})",
+      answer));
+  REQUIRE(answer.tool_calls.size() == 2);
+  CHECK(answer.tool_calls[0].index == 0);
+  CHECK(answer.tool_calls[0].id == "call_1");
+  CHECK(answer.tool_calls[0].name == "get_weather");
+  CHECK(answer.tool_calls[0].arguments == R"({"city": "Paris"})");
+  CHECK(answer.tool_calls[1].index == 1);
+  CHECK(answer.tool_calls[1].id == "call_2");
+  CHECK(answer.tool_calls[1].arguments == "{}");
+  CHECK(answer.finish_reason == "tool_calls");
+  CHECK(answer.content.empty());
+}
+
+TEST_CASE("openai: non-streamed error bodies keep the whole object", "[openai]") {
+  SECTION("vLLM ErrorResponse") {
+    const std::string body =
+        R"({"object":"error","message":"This model's maximum context length is 8192 tokens.","type":"BadRequestError","param":null,"code":400})";
+    ChatAnswer answer;
+    CHECK(assemble_chat_completion(body + "\n", answer));
+    CHECK(answer.error_json == body);
+    CHECK(answer.content.empty());
+  }
+  SECTION("OpenAI-style {\"error\": {...}}") {
+    const std::string body =
+        R"({"error":{"message":"EngineDeadError","type":"InternalServerError","param":null,"code":500}})";
+    ChatAnswer answer;
+    CHECK(assemble_chat_completion(body, answer));
+    CHECK(answer.error_json == body);
+  }
+}
+
+TEST_CASE("openai: non-streamed bodies that are not a JSON object", "[openai]") {
+  for (const char* body : {"", "Internal Server Error", "[]", "{\"choices\":[", "null"}) {
+    INFO("body: " << body);
+    ChatAnswer answer;
+    CHECK_FALSE(assemble_chat_completion(body, answer));
+  }
+}
+
+}  // namespace chatcap
