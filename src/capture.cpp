@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <chrono>
 #include <fstream>
 
 #include <fmt/format.h>
@@ -67,5 +68,139 @@ OfflineResult OfflineCapture::run(Pipeline& pipeline) {
   }
   return result;
 }
+
+}  // namespace chatcap
+
+// ---- live capture ---------------------------------------------------------------------------
+
+namespace chatcap {
+namespace {
+
+std::string activation_error(pcap* handle, int rc, const std::string& interface) {
+  std::string detail = pcap_geterr(handle);
+  switch (rc) {
+    case PCAP_ERROR_NO_SUCH_DEVICE:
+      return fmt::format("cannot capture on {}: no such interface — list interfaces with `ip link` and pass --interface",
+                         interface);
+    case PCAP_ERROR_PERM_DENIED:
+      return fmt::format("cannot capture on {}: permission denied — run as root or grant CAP_NET_RAW "
+                         "(e.g. setcap cap_net_raw,cap_net_admin+ep chatcap)",
+                         interface);
+    case PCAP_ERROR_IFACE_NOT_UP:
+      return fmt::format("cannot capture on {}: the interface is down — bring it up (ip link set {} up)", interface,
+                         interface);
+    default:
+      return fmt::format("cannot capture on {}: {} — check the interface and that chatcap runs as root", interface,
+                         detail.empty() ? pcap_statustostr(rc) : detail);
+  }
+}
+
+void on_packet(u_char* user, const pcap_pkthdr* header, const u_char* bytes) {
+  auto* queue = reinterpret_cast<PacketQueue*>(user);
+  queue->push(to_micros(header->ts), header->len, std::span<const std::uint8_t>(bytes, header->caplen));
+}
+
+}  // namespace
+
+std::string build_capture_filter(const std::vector<std::uint16_t>& ports, const std::vector<std::string>& hosts) {
+  std::string filter = "tcp";
+  auto join = [](const auto& items, const char* word) {
+    std::string out;
+    for (const auto& item : items) out += fmt::format("{}{} {}", out.empty() ? "" : " or ", word, item);
+    return out;
+  };
+  if (!ports.empty()) filter += fmt::format(" and ({})", join(ports, "port"));
+  if (!hosts.empty()) filter += fmt::format(" and ({})", join(hosts, "host"));
+  return filter;
+}
+
+LiveCapture::LiveCapture(LiveCaptureConfig config) : config_(std::move(config)) {
+  char errbuf[PCAP_ERRBUF_SIZE] = {};
+  handle_ = pcap_create(config_.interface.c_str(), errbuf);
+  if (handle_ == nullptr) {
+    throw CaptureError(fmt::format("cannot capture on {}: {} — check --interface", config_.interface, errbuf));
+  }
+  pcap_set_snaplen(handle_, config_.snaplen);
+  pcap_set_promisc(handle_, 0);
+  pcap_set_immediate_mode(handle_, 1);  // hand over each packet now: a request must be on disk at once
+  pcap_set_buffer_size(handle_, config_.buffer_bytes);
+  pcap_set_timeout(handle_, 100);  // the thread looks at its stop flag at least this often
+  pcap_set_tstamp_precision(handle_, PCAP_TSTAMP_PRECISION_MICRO);
+  int rc = pcap_activate(handle_);
+  if (rc < 0) {
+    std::string message = activation_error(handle_, rc, config_.interface);
+    pcap_close(handle_);
+    handle_ = nullptr;
+    throw CaptureError(message);
+  }
+  linktype_ = pcap_datalink(handle_);
+  if (!is_supported_linktype(linktype_)) {
+    const char* name = pcap_datalink_val_to_name(linktype_);
+    pcap_close(handle_);
+    handle_ = nullptr;
+    throw CaptureError(fmt::format("cannot decode {}'s link type {} — capture on lo, an Ethernet interface or `any`",
+                                   config_.interface, name ? name : "unknown"));
+  }
+  bpf_program program{};
+  if (pcap_compile(handle_, &program, config_.filter.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0 ||
+      pcap_setfilter(handle_, &program) != 0) {
+    std::string message = fmt::format("cannot use capture filter \"{}\": {} — check --port and --host", config_.filter,
+                                      pcap_geterr(handle_));
+    pcap_freecode(&program);
+    pcap_close(handle_);
+    handle_ = nullptr;
+    throw CaptureError(message);
+  }
+  pcap_freecode(&program);
+}
+
+LiveCapture::~LiveCapture() {
+  stop();
+  if (handle_ != nullptr) pcap_close(handle_);
+}
+
+void LiveCapture::start(PacketQueue& queue) {
+  thread_ = std::thread([this, &queue] { loop(queue); });
+}
+
+void LiveCapture::stop() {
+  if (!thread_.joinable()) return;
+  stopping_.store(true);
+  pcap_breakloop(handle_);
+  thread_.join();
+}
+
+void LiveCapture::loop(PacketQueue& queue) {
+  auto* user = reinterpret_cast<u_char*>(&queue);
+  auto last_stats = std::chrono::steady_clock::now();
+  while (!stopping_.load(std::memory_order_relaxed)) {
+    int rc = pcap_dispatch(handle_, -1, on_packet, user);
+    if (rc == PCAP_ERROR) {
+      failure_ = fmt::format("capture on {} failed: {}", config_.interface, pcap_geterr(handle_));
+      failed_.store(true);
+      break;
+    }
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_stats >= std::chrono::milliseconds(250)) {
+      publish_stats();
+      last_stats = now;
+    }
+  }
+  publish_stats();
+}
+
+void LiveCapture::publish_stats() {
+  pcap_stat stats{};
+  if (pcap_stats(handle_, &stats) != 0) return;
+  received_.store(stats.ps_recv, std::memory_order_relaxed);
+  kernel_dropped_.store(stats.ps_drop, std::memory_order_relaxed);
+  interface_dropped_.store(stats.ps_ifdrop, std::memory_order_relaxed);
+}
+
+CaptureCounters LiveCapture::counters() const {
+  return CaptureCounters{received_.load(), kernel_dropped_.load(), interface_dropped_.load()};
+}
+
+std::string LiveCapture::failure() const { return failed_.load() ? failure_ : std::string(); }
 
 }  // namespace chatcap

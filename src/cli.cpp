@@ -52,6 +52,97 @@ void add_read(CLI::App& app, Options& o, int& rc) {
   read->callback([&o, &rc] { rc = command_read(o); });
 }
 
+void add_run(CLI::App& app, Options& o, int& rc) {
+  CLI::App* run = app.add_subcommand("run", "record live: capture, keep the last N exchanges on disk (systemd runs this)");
+  run->add_option("-i,--interface", o.interface, "interface to capture on (`any` for all)")
+      ->capture_default_str()
+      ->group("Capture");
+  run->add_option("--buffer-size", o.buffer_size, "kernel capture buffer, e.g. 64MiB (drops are counted and reported)")
+      ->transform(CLI::AsSizeValue(false))
+      ->capture_default_str()
+      ->group("Capture");
+  add_filter_flags(*run, o);
+  run->add_option("--log-dir", o.log_dir, "where exchanges.jsonl and exchanges.jsonl.1 are written (created 0750)")
+      ->capture_default_str()
+      ->group("Log");
+  run->add_option("-n,--keep", o.keep, "exchanges kept per log file; the two files hold N to 2N exchanges")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber)
+      ->group("Log");
+  run->add_option("--pidfile", o.pidfile, "pidfile held (flock) while running; a second instance is refused")
+      ->capture_default_str()
+      ->group("Log");
+  run->footer(
+      "Each request is written the moment it is complete (before the server can die on it), its\n"
+      "exchange when it ends. Signals: TERM/INT stop (open exchanges are written as\n"
+      "capture_stopped), HUP reopens the log files, USR1 prints counters to stderr.\n"
+      "Example:\n"
+      "  chatcap run                                   # lo, port 8077, /var/log/chatcap, keep 20\n"
+      "  chatcap run -p 8000 --keep 100 --log-dir /srv/chatcap\n"
+      "  chatcap run --config /etc/chatcap/chatcap.conf # same keys as the flags");
+  run->callback([&o, &rc] { rc = command_run(o); });
+}
+
+// --log-dir and --json for the commands that read the log. Bound to the same Options fields
+// at the top level (for `chatcap --last N`) and in each subcommand: CLI11 runs the top
+// level's option callbacks first, so a subcommand's flag beats a config-file key.
+CLI::Option* add_log_dir_flag(CLI::App& cmd, Options& o) {
+  return cmd.add_option("--log-dir", o.log_dir, "directory holding exchanges.jsonl, as given to `chatcap run`")
+      ->capture_default_str();
+}
+
+CLI::Option* add_json_flag(CLI::App& cmd, Options& o) {
+  return cmd.add_flag("--json", o.json, "raw records, one JSON object per line: {\"id\", \"request\", \"exchange\"}");
+}
+
+void add_last(CLI::App& app, Options& o, int& rc) {
+  CLI::App* last = app.add_subcommand("last", "the last N recorded exchanges, newest last (also `chatcap --last N`)");
+  last->add_option("N", o.last_n, "how many exchanges (default 20)")->check(CLI::PositiveNumber);
+  add_log_dir_flag(*last, o);
+  add_json_flag(*last, o);
+  last->footer(
+      "An exchange without a response yet is shown IN FLIGHT; long bodies are cut (see all with\n"
+      "`chatcap show ID`).\n"
+      "Example:\n"
+      "  chatcap last 5\n"
+      "  chatcap last 50 --json | jq 'select(.exchange == null) | .request.summary'   # in flight");
+  last->callback([&o, &rc] { rc = command_last(o); });
+}
+
+void add_show(CLI::App& app, Options& o, int& rc) {
+  CLI::App* show = app.add_subcommand("show", "one exchange in full: headers, bodies, the whole answer");
+  show->add_option("ID", o.show_id, "exchange id, or a unique prefix of one (from `chatcap last`)")->required();
+  add_log_dir_flag(*show, o);
+  add_json_flag(*show, o);
+  show->footer(
+      "Example:\n"
+      "  chatcap show 3f2a9c               # a prefix is enough when it is unique\n"
+      "  chatcap show 3f2a9c --json | jq -r .request.body");
+  show->callback([&o, &rc] { rc = command_show(o); });
+}
+
+void add_tail(CLI::App& app, Options& o, int& rc) {
+  CLI::App* tail = app.add_subcommand("tail", "follow new records as they are written (like journalctl -f)");
+  add_log_dir_flag(*tail, o);
+  tail->footer(
+      "One line per request when it is complete, a block when its exchange ends; survives log\n"
+      "rotation. Ctrl-C stops.\n"
+      "Example:\n"
+      "  chatcap tail --log-dir /var/log/chatcap");
+  tail->callback([&o, &rc] { rc = command_tail(o); });
+}
+
+// `chatcap --last N [--log-dir D] [--json]`: the flag form of `chatcap last N`.
+CLI::Option* add_top_level_last(CLI::App& app, Options& o) {
+  constexpr const char* kGroup = "Reading the log (`chatcap --last N` = `chatcap last N`)";
+  CLI::Option* last = app.add_option("--last", o.last_n, "the last N recorded exchanges, newest last")
+                          ->check(CLI::PositiveNumber)
+                          ->group(kGroup);
+  add_log_dir_flag(app, o)->group(kGroup);
+  add_json_flag(app, o)->group(kGroup);
+  return last;
+}
+
 }  // namespace
 
 int run_cli(int argc, char** argv) {
@@ -61,13 +152,30 @@ int run_cli(int argc, char** argv) {
   app.set_version_flag("--version", std::string("chatcap ") + CHATCAP_VERSION);
   app.set_config("--config", kDefaultConfig, "read flags from this file (same keys as the flags)", false);
   app.require_subcommand(0, 1);
+  add_run(app, options, rc);
   add_read(app, options, rc);
-  app.footer("Run `chatcap COMMAND --help` for the flags of each command.");
+  add_last(app, options, rc);
+  add_show(app, options, rc);
+  add_tail(app, options, rc);
+  // (Add new subcommands above: `--last` must exclude every one of them.)
+  CLI::Option* last_flag = add_top_level_last(app, options);
+  // `--last` is a command of its own: refused with any other, before either runs.
+  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) sub->excludes(last_flag);
+  bool ran_top_level = false;
+  app.callback([&] {
+    if (last_flag->count() == 0 || !app.get_subcommands().empty()) return;
+    ran_top_level = true;
+    rc = command_last(options);
+  });
+  app.footer("Run `chatcap COMMAND --help` for the flags of each command.\n"
+             "Example:\n"
+             "  chatcap --last 5            # the last five exchanges of /var/log/chatcap");
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    int code = app.exit(e);
+    return code == 0 ? 0 : 2;  // --help and --version are 0; every usage error is 2
   } catch (const CaptureError& e) {
     fmt::print(stderr, "chatcap: {}\n", e.what());
     return 1;
@@ -78,7 +186,7 @@ int run_cli(int argc, char** argv) {
     fmt::print(stderr, "chatcap: {}\n", e.what());
     return 1;
   }
-  if (app.get_subcommands().empty()) {
+  if (app.get_subcommands().empty() && !ran_top_level) {
     fmt::print(stderr, "{}", app.help());
     return 2;
   }

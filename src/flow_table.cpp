@@ -99,13 +99,27 @@ void FlowTable::on_segment(const TcpSegment& segment) {
 }
 
 void FlowTable::watch_handshake(Connection& c, const TcpSegment& segment, bool from_client) {
-  if (from_client && segment.has(tcp_flag::syn) && !segment.has(tcp_flag::ack)) c.saw_syn = true;
-  if (from_client || observer_ == nullptr) return;
+  bool syn = segment.has(tcp_flag::syn) && !segment.has(tcp_flag::ack);
+  if (from_client) {
+    // A second SYN with no SYN-ACK between: the first went unanswered.
+    if (syn && c.saw_syn && !c.saw_syn_ack && !c.syn_unanswered_reported && observer_ != nullptr) {
+      c.syn_unanswered_reported = true;
+      observer_->on_syn_unanswered(segment.ts, c.client(), c.server());
+    }
+    if (syn) c.saw_syn = true;
+    return;
+  }
+  if (observer_ == nullptr) return;
   if (segment.has(tcp_flag::syn) && segment.has(tcp_flag::ack)) {
     if (!c.saw_syn_ack) observer_->on_connection_accepted(segment.ts, c.client(), c.server());
     c.saw_syn_ack = true;
   } else if (segment.has(tcp_flag::rst) && c.saw_syn && !c.saw_syn_ack) {
     observer_->on_connection_refused(segment.ts, c.client(), c.server());
+  } else if (segment.has(tcp_flag::fin) || segment.has(tcp_flag::rst)) {
+    if (!c.server_close_reported) {
+      c.server_close_reported = true;
+      observer_->on_server_closed(segment.ts, c.client(), c.server(), segment.has(tcp_flag::rst));
+    }
   }
 }
 

@@ -4,12 +4,12 @@
 
 namespace chatcap {
 
-Pipeline::Pipeline(int linktype, PipelineConfig config, RecordSink& sink, ExchangeObserver* exchange_observer,
-                   ConnectionObserver* connection_observer)
+Pipeline::Pipeline(int linktype, PipelineConfig config, RecordSink& sink)
     : config_(std::move(config)),
       decoder_(linktype),
-      recorder_(config_.recorder, sink, exchange_observer),
-      flows_(recorder_, config_.flows, recorder_.filter(), connection_observer) {
+      recorder_(config_.recorder, sink),
+      watch_(recorder_, recorder_),
+      flows_(watch_, config_.flows, recorder_.filter(), &watch_) {
   flows_.numbering().id_salt = config_.id_salt;
 }
 
@@ -33,6 +33,10 @@ void Pipeline::on_packet(timestamp_us ts, std::span<const std::uint8_t> frame, s
   ++packets_;
   bytes_ += wire_length;
   last_ts_ = std::max(last_ts_, ts);
+  if (ts >= next_watch_tick_) {
+    watch_.tick(ts);  // decide incidents whose window has passed, even on a quiet server
+    next_watch_tick_ = ts + kMicrosPerSecond / 10;
+  }
   if (decoder_.decode(ts, frame, wire_length, segment_) != DecodeOutcome::tcp) {
     flows_.tick(ts);
     return;
@@ -47,6 +51,7 @@ void Pipeline::on_packet(timestamp_us ts, std::span<const std::uint8_t> frame, s
 
 void Pipeline::on_idle(timestamp_us now) {
   flows_.tick(now);
+  watch_.tick(now);
 }
 
 void Pipeline::on_capture_drops(std::uint64_t dropped) {
@@ -55,6 +60,7 @@ void Pipeline::on_capture_drops(std::uint64_t dropped) {
 
 void Pipeline::finish(timestamp_us ts, ExchangeState state, std::string_view why) {
   flows_.finish(std::max(ts, last_ts_), state, why);
+  watch_.finish(std::max(ts, last_ts_));
 }
 
 PipelineStats Pipeline::stats() const {
@@ -72,6 +78,7 @@ PipelineStats Pipeline::stats() const {
   s.gap_bytes = flows_.gap_bytes();
   s.requests_recorded = recorder_.requests_written();
   s.exchanges_recorded = recorder_.exchanges_written();
+  s.server_downs = recorder_.server_downs_written();
   return s;
 }
 

@@ -230,20 +230,38 @@ std::string format_exchange_record(const Exchange& ex, bool redact) {
   return finish_line(r);
 }
 
-Recorder::Recorder(RecorderConfig config, RecordSink& sink, ExchangeObserver* observer)
-    : config_(std::move(config)), sink_(sink), observer_(observer) {
+std::string format_server_down_record(const ServerDown& down) {
+  json r = json::object();
+  r["type"] = "server_down";
+  r["ts"] = format_timestamp(down.ts);
+  r["server"] = down.server.to_string();
+  r["kind"] = down.kind;
+  r["evidence"] = down.evidence;
+  json suspects = json::array();
+  for (const Suspect& s : down.suspects) {
+    suspects.push_back(json{{"id", s.id},
+                            {"seq", s.seq},
+                            {"client", s.client},
+                            {"request_ts", format_timestamp(s.request_end)},
+                            {"token_events", s.token_events},
+                            {"in_flight", s.still_in_flight},
+                            {"why", s.why}});
+  }
+  r["suspects"] = std::move(suspects);
+  return finish_line(r);
+}
+
+Recorder::Recorder(RecorderConfig config, RecordSink& sink) : config_(std::move(config)), sink_(sink) {
   filter_ = [this](std::string_view target) { return target_matches(target, config_.endpoints); };
 }
 
 void Recorder::on_request_complete(Exchange& exchange) {
-  if (observer_ != nullptr) observer_->on_request_seen(exchange);
   if (!exchange.recorded) return;
   sink_.write_record(RecordType::request, exchange.id, format_request_record(exchange, config_.redact));
   ++requests_written_;
 }
 
 void Recorder::on_exchange_end(Exchange& exchange) {
-  if (observer_ != nullptr) observer_->on_exchange_seen(exchange);
   ++by_state_[static_cast<std::size_t>(exchange.state)];
   if (!exchange.recorded) {
     ++exchanges_filtered_;
@@ -251,6 +269,15 @@ void Recorder::on_exchange_end(Exchange& exchange) {
   }
   sink_.write_record(RecordType::exchange, exchange.id, format_exchange_record(exchange, config_.redact));
   ++exchanges_written_;
+}
+
+}  // namespace chatcap
+
+namespace chatcap {
+
+void Recorder::on_server_down(const ServerDown& down) {
+  sink_.write_record(RecordType::server_down, "", format_server_down_record(down));
+  ++server_downs_written_;
 }
 
 }  // namespace chatcap

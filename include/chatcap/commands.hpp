@@ -12,5 +12,11 @@ namespace chatcap {
 PipelineConfig pipeline_config_from(const Options& options);
 
 int command_read(const Options& options);
+int command_run(const Options& options);
+
+// Log readers (cmd_log.cpp): `last [N]`, `show ID`, `tail`; they read options.log_dir.
+int command_last(const Options& options);
+int command_show(const Options& options);
+int command_tail(const Options& options);
 
 }  // namespace chatcap

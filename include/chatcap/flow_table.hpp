@@ -50,6 +50,10 @@ class ConnectionObserver {
   virtual void on_connection_refused(timestamp_us ts, const Endpoint& client, const Endpoint& server) = 0;
   // A server completed a handshake (SYN-ACK seen): something listens.
   virtual void on_connection_accepted(timestamp_us ts, const Endpoint& client, const Endpoint& server) = 0;
+  // A client sent its SYN again with no answer: nothing answers on that port.
+  virtual void on_syn_unanswered(timestamp_us ts, const Endpoint& client, const Endpoint& server) = 0;
+  // The server closed (FIN) or reset an established connection.
+  virtual void on_server_closed(timestamp_us ts, const Endpoint& client, const Endpoint& server, bool reset) = 0;
 };
 
 class Connection {
@@ -75,6 +79,8 @@ class Connection {
   timestamp_us closed_at = 0;  // when closed() first held (for the linger timer)
   bool saw_syn = false;        // client SYN seen (not yet answered)
   bool saw_syn_ack = false;
+  bool syn_unanswered_reported = false;
+  bool server_close_reported = false;
 
  private:
   Endpoint client_;

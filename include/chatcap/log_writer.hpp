@@ -29,14 +29,10 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "chatcap/errors.hpp"
 #include "chatcap/recorder.hpp"
 
 namespace chatcap {
-
-class LogError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
 
 struct LogWriterConfig {
   std::string dir = "/var/log/chatcap";

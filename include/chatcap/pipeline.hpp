@@ -1,5 +1,5 @@
 // The processing pipeline, wired once: decode → flow table (reassembly, HTTP, SSE) →
-// recorder → record sink. The same object runs `chatcap read` (one thread, a file) and the
+// server watch (death detection) → recorder → record sink. The same object runs `chatcap read` (one thread, a file) and the
 // processing thread of `chatcap run` (fed from the capture thread's queue).
 //
 // It does no I/O of its own and reads no clock: packets come with their pcap timestamps,
@@ -15,6 +15,7 @@
 #include "chatcap/flow_table.hpp"
 #include "chatcap/packet.hpp"
 #include "chatcap/recorder.hpp"
+#include "chatcap/server_watch.hpp"
 #include "chatcap/types.hpp"
 
 namespace chatcap {
@@ -38,12 +39,12 @@ struct PipelineStats {
   std::uint64_t gap_bytes = 0;
   std::uint64_t requests_recorded = 0;
   std::uint64_t exchanges_recorded = 0;
+  std::uint64_t server_downs = 0;
 };
 
 class Pipeline {
  public:
-  Pipeline(int linktype, PipelineConfig config, RecordSink& sink, ExchangeObserver* exchange_observer = nullptr,
-           ConnectionObserver* connection_observer = nullptr);
+  Pipeline(int linktype, PipelineConfig config, RecordSink& sink);
 
   void on_packet(timestamp_us ts, std::span<const std::uint8_t> frame, std::uint32_t wire_length);
   // No packet for a while: run timers as of `now` (packet-time scale).
@@ -65,7 +66,9 @@ class Pipeline {
   PipelineConfig config_;
   PacketDecoder decoder_;
   Recorder recorder_;
+  ServerWatch watch_;  // between the sessions and the recorder
   FlowTable flows_;
+  timestamp_us next_watch_tick_ = 0;
   TcpSegment segment_;  // reused for every packet
   timestamp_us last_ts_ = 0;
   std::uint64_t packets_ = 0;

@@ -20,6 +20,7 @@
 
 #include "chatcap/exchange.hpp"
 #include "chatcap/http_session.hpp"
+#include "chatcap/server_watch.hpp"
 
 namespace chatcap {
 
@@ -32,14 +33,6 @@ class RecordSink {
   // `line` is one complete JSON object followed by '\n'; `id` is the exchange's id (empty
   // for records that belong to no exchange).
   virtual void write_record(RecordType type, std::string_view id, std::string_view line) = 0;
-};
-
-// Sees every exchange event, recorded or not (server-death detection listens here).
-class ExchangeObserver {
- public:
-  virtual ~ExchangeObserver() = default;
-  virtual void on_request_seen(const Exchange& exchange) = 0;
-  virtual void on_exchange_seen(Exchange& exchange) = 0;  // before its record is written
 };
 
 struct RecorderConfig {
@@ -58,30 +51,33 @@ std::string redact_value(std::string_view value);
 
 std::string format_request_record(const Exchange& exchange, bool redact);
 std::string format_exchange_record(const Exchange& exchange, bool redact);
+std::string format_server_down_record(const ServerDown& down);
 
-class Recorder : public ExchangeSink {
+class Recorder : public ExchangeSink, public ServerDownSink {
  public:
-  Recorder(RecorderConfig config, RecordSink& sink, ExchangeObserver* observer = nullptr);
+  Recorder(RecorderConfig config, RecordSink& sink);
 
   // The filter HTTP sessions consult; lives as long as the recorder.
   const TargetFilter* filter() const { return &filter_; }
 
   void on_request_complete(Exchange& exchange) override;
   void on_exchange_end(Exchange& exchange) override;
+  void on_server_down(const ServerDown& down) override;
 
   std::uint64_t requests_written() const { return requests_written_; }
   std::uint64_t exchanges_written() const { return exchanges_written_; }
   std::uint64_t exchanges_filtered() const { return exchanges_filtered_; }
+  std::uint64_t server_downs_written() const { return server_downs_written_; }
   std::uint64_t count(ExchangeState state) const { return by_state_[static_cast<std::size_t>(state)]; }
 
  private:
   RecorderConfig config_;
   RecordSink& sink_;
-  ExchangeObserver* observer_;
   TargetFilter filter_;
   std::uint64_t requests_written_ = 0;
   std::uint64_t exchanges_written_ = 0;
   std::uint64_t exchanges_filtered_ = 0;
+  std::uint64_t server_downs_written_ = 0;
   std::uint64_t by_state_[6] = {};
 };
 

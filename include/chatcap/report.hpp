@@ -1,0 +1,67 @@
+// Human-readable rendering of logged exchanges, for `last`, `show` and `tail`.
+//
+// Everything rendered comes from captured bytes, so two rules hold for every function here:
+//   - captured text is only ever an argument of fmt ("{}"), never a format string;
+//   - control characters in captured text are escaped (ESC → "\x1b", CR → "\r", C1 controls,
+//     bidi overrides, bytes that are not UTF-8), so a request body cannot move the cursor,
+//     retitle the terminal or hide text. Newlines are kept only where the text is shown as a
+//     block. The exact bytes are available with --json.
+// Colours (ANSI SGR) are added only when RenderStyle says so: stdout is a terminal and
+// NO_COLOR is not set.
+//
+// Usage:
+//   RenderStyle style = RenderStyle::for_stdout();
+//   fmt::print("{}", render_exchange(logged, Detail::brief, style));
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "chatcap/log_reader.hpp"
+
+namespace chatcap {
+
+struct RenderStyle {
+  bool color = false;
+  // Colours when stdout is a terminal, NO_COLOR is unset and TERM is not "dumb".
+  static RenderStyle for_stdout();
+};
+
+enum class Detail {
+  brief,  // `last`: bodies and answers cut to kBriefLines lines of kBriefLineBytes bytes
+  full,   // `show`: headers, whole bodies, whole answer
+  ended,  // `tail`, when an exchange ends: its outcome and answer, no request body
+};
+
+inline constexpr std::size_t kBriefLines = 30;
+inline constexpr std::size_t kBriefLineBytes = 300;
+
+// Escapes what a terminal would interpret: C0 controls (but '\t', and '\n' when
+// keep_newlines), DEL, C1 controls, Unicode bidi controls, and bytes that are not UTF-8.
+std::string escape_control(std::string_view text, bool keep_newlines = false);
+
+// At most max_lines lines, each cut to max_line_bytes bytes (on a UTF-8 boundary, "…"
+// appended). hidden_lines gets the number of lines left out; cut_lines the number shortened.
+struct Clipped {
+  std::string text;
+  std::size_t hidden_lines = 0;
+  std::size_t cut_lines = 0;
+};
+Clipped clip_lines(std::string_view text, std::size_t max_lines, std::size_t max_line_bytes);
+
+// "2026-11-24T15:21:53.758382Z" → "2026-11-24 15:21:53.758 UTC"; other text escaped as is.
+std::string display_time(std::string_view rfc3339);
+
+// One exchange as a block of lines ending in '\n'.
+std::string render_exchange(const LoggedExchange& exchange, Detail detail, const RenderStyle& style);
+
+// `tail`'s line for a request record: "15:21:53.758 → POST /v1/chat/completions  model m ... (id x)".
+std::string render_request_line(const nlohmann::json& request, const RenderStyle& style);
+
+// A "server_down" record: when, which server, evidence and suspects, as a few lines.
+std::string render_server_down(const nlohmann::json& record, const RenderStyle& style);
+
+}  // namespace chatcap

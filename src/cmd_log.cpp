@@ -1,0 +1,213 @@
+// `chatcap last`, `chatcap show`, `chatcap tail`: the log read back for people (or, with
+// --json, for jq). They only read files, so they work when the daemon or the server is dead.
+#include <signal.h>
+#include <time.h>
+
+#include <algorithm>
+#include <csignal>
+#include <cstdio>
+#include <deque>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <fmt/format.h>
+
+#include "chatcap/commands.hpp"
+#include "chatcap/log_reader.hpp"
+#include "chatcap/report.hpp"
+
+namespace chatcap {
+namespace {
+
+constexpr long kTailPollMs = 200;
+// Request ids `tail` remembers to recognise the copies the writer carries across a
+// rotation; far more than the log holds, so a copy is never printed twice.
+constexpr std::size_t kTailRememberedIds = 4096;
+
+volatile std::sig_atomic_t g_stop_tail = 0;
+
+extern "C" void on_stop_signal(int) { g_stop_tail = 1; }
+
+// Reads the log, warning about skipped lines; prints the error and returns false on failure.
+bool load(const Options& options, LogContents& log) {
+  try {
+    log = read_log(options.log_dir);
+  } catch (const LogError& e) {
+    fmt::print(stderr, "chatcap: {}\n", e.what());
+    return false;
+  }
+  if (log.bad_lines > 0) {
+    fmt::print(stderr, "chatcap: warning: skipped {} unreadable line{} in {}\n", log.bad_lines,
+               log.bad_lines == 1 ? "" : "s", options.log_dir);
+  }
+  return true;
+}
+
+void print_json_line(const nlohmann::json& value) {
+  fmt::print("{}\n", value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+}
+
+std::string start_time(const LoggedExchange& e) {
+  const nlohmann::json& origin = e.request.is_null() ? e.exchange : e.request;
+  auto it = origin.find("ts");
+  return it != origin.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+std::string ts_of(const nlohmann::json& record) {
+  auto it = record.find("ts");
+  return it != record.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+// The last exchanges as blocks, with the server deaths that happened among them in time
+// order (RFC 3339 UTC timestamps of one format compare as strings).
+void print_human(const LogContents& log, std::size_t first) {
+  RenderStyle style = RenderStyle::for_stdout();
+  std::string window_start = start_time(log.exchanges[first]);
+  std::size_t down = 0;
+  auto print_downs_before = [&](const std::string& ts, bool all) {
+    for (; down < log.server_downs.size(); ++down) {
+      const std::string down_ts = ts_of(log.server_downs[down]);
+      if (!all && down_ts >= ts) break;
+      if (down_ts >= window_start) fmt::print("{}\n", render_server_down(log.server_downs[down], style));
+    }
+  };
+  for (std::size_t i = first; i < log.exchanges.size(); ++i) {
+    print_downs_before(start_time(log.exchanges[i]), false);
+    fmt::print("{}\n", render_exchange(log.exchanges[i], Detail::brief, style));
+  }
+  print_downs_before({}, true);
+}
+
+// Prints what `tail` reads, one record at a time. Keeps the requests it has printed until
+// their exchange ends, to give the end block its model and to skip rotation copies.
+class TailPrinter {
+ public:
+  void on_line(const std::string& line) {
+    nlohmann::json record = nlohmann::json::parse(line, nullptr, false);
+    if (record.is_discarded() || !record.is_object()) return;  // `last` reports bad lines
+    std::string type = string_of(record, "type");
+    std::string id = string_of(record, "id");
+    if (type == "request" && !id.empty()) {
+      on_request(std::move(record), id);
+    } else if (type == "exchange" && !id.empty()) {
+      on_exchange(std::move(record), id);
+    } else if (type == "server_down") {
+      fmt::print("{}\n", render_server_down(record, style_));
+    }
+  }
+
+ private:
+  static std::string string_of(const nlohmann::json& record, const char* key) {
+    auto it = record.find(key);
+    return it != record.end() && it->is_string() ? it->get<std::string>() : std::string();
+  }
+
+  void on_request(nlohmann::json record, const std::string& id) {
+    if (!remember(id)) return;  // a copy carried across a rotation
+    fmt::print("{}", render_request_line(record, style_));
+    open_.emplace(id, std::move(record));
+  }
+
+  void on_exchange(nlohmann::json record, const std::string& id) {
+    LoggedExchange e;
+    e.id = id;
+    if (auto it = open_.find(id); it != open_.end()) {
+      e.request = std::move(it->second);
+      open_.erase(it);
+    }
+    e.exchange = std::move(record);
+    remember(id);
+    fmt::print("{}\n", render_exchange(e, Detail::ended, style_));
+  }
+
+  // False when `id` was seen already. Forgets the oldest ids beyond the bound.
+  bool remember(const std::string& id) {
+    if (!seen_.insert(id).second) return false;
+    order_.push_back(id);
+    if (order_.size() > kTailRememberedIds) {
+      seen_.erase(order_.front());
+      open_.erase(order_.front());
+      order_.pop_front();
+    }
+    return true;
+  }
+
+  RenderStyle style_ = RenderStyle::for_stdout();
+  std::unordered_map<std::string, nlohmann::json> open_;
+  std::unordered_set<std::string> seen_;
+  std::deque<std::string> order_;
+};
+
+// TERM and INT end `tail` with exit 0; no SA_RESTART, so the sleep is cut short.
+void install_stop_handlers() {
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+}
+
+void sleep_ms(long ms) {
+  timespec delay{ms / 1000, (ms % 1000) * 1'000'000};
+  nanosleep(&delay, nullptr);  // EINTR from a stop signal is the point
+}
+
+}  // namespace
+
+int command_last(const Options& options) {
+  LogContents log;
+  if (!load(options, log)) return 1;
+  if (log.exchanges.empty()) {
+    if (!options.json) fmt::print(stderr, "chatcap: no exchanges recorded in {} yet\n", options.log_dir);
+    return 0;
+  }
+  std::size_t count = std::min(options.last_n, log.exchanges.size());
+  std::size_t first = log.exchanges.size() - count;
+  if (options.json) {
+    for (std::size_t i = first; i < log.exchanges.size(); ++i) print_json_line(joined_json(log.exchanges[i]));
+  } else {
+    print_human(log, first);
+  }
+  return 0;
+}
+
+int command_show(const Options& options) {
+  LogContents log;
+  if (!load(options, log)) return 1;
+  try {
+    const LoggedExchange& e = find_exchange(log, options.show_id, options.log_dir);
+    if (options.json) {
+      print_json_line(joined_json(e));
+    } else {
+      fmt::print("{}", render_exchange(e, Detail::full, RenderStyle::for_stdout()));
+    }
+  } catch (const LogError& error) {
+    fmt::print(stderr, "chatcap: {}\n", error.what());
+    return 1;
+  }
+  return 0;
+}
+
+int command_tail(const Options& options) {
+  g_stop_tail = 0;
+  install_stop_handlers();
+  try {
+    LogFollower follower(options.log_dir);
+    // Said once the follower is positioned: whatever is appended from now on is shown.
+    fmt::print(stderr, "chatcap: following {} (Ctrl-C to stop)\n", follower.path());
+    std::fflush(stderr);
+    TailPrinter printer;
+    while (g_stop_tail == 0) {
+      for (const std::string& line : follower.poll()) printer.on_line(line);
+      std::fflush(stdout);
+      sleep_ms(kTailPollMs);
+    }
+  } catch (const LogError& e) {
+    fmt::print(stderr, "chatcap: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace chatcap

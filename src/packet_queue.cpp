@@ -1,0 +1,70 @@
+#include "chatcap/packet_queue.hpp"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <stdexcept>
+#include <system_error>
+
+namespace chatcap {
+
+PacketQueue::PacketQueue(std::size_t capacity_bytes)
+    : capacity_((capacity_bytes + kAlign - 1) & ~(kAlign - 1)), ring_(new std::uint8_t[capacity_]) {
+  if (capacity_ < 4 * record_size(0)) throw std::invalid_argument("packet queue too small");
+  wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+}
+
+PacketQueue::~PacketQueue() {
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+bool PacketQueue::push(timestamp_us ts, std::uint32_t wire_length, std::span<const std::uint8_t> frame) {
+  const std::size_t need = record_size(frame.size());
+  std::uint64_t head = head_.load(std::memory_order_relaxed);
+  const std::uint64_t tail = tail_.load(std::memory_order_acquire);
+  std::size_t offset = static_cast<std::size_t>(head % capacity_);
+  std::size_t to_end = capacity_ - offset;
+  // A record never wraps: if it does not fit before the end, mark the rest unused.
+  std::size_t waste = need > to_end ? to_end : 0;
+  if (head + waste + need - tail > capacity_) {
+    drops_.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  if (waste > 0) {
+    Header marker{0, kWrapMarker, 0};
+    std::memcpy(&ring_[offset], &marker, sizeof marker);
+    head += waste;
+    offset = 0;
+  }
+  Header header{ts, static_cast<std::uint32_t>(frame.size()), wire_length};
+  std::memcpy(&ring_[offset], &header, sizeof header);
+  if (!frame.empty()) std::memcpy(&ring_[offset + sizeof header], frame.data(), frame.size());
+  head_.store(head + need, std::memory_order_release);
+  pushed_.fetch_add(1, std::memory_order_relaxed);
+  // Wake the consumer only if it announced it is going to sleep.
+  if (consumer_sleeping_.load(std::memory_order_seq_cst) && consumer_sleeping_.exchange(false)) {
+    std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
+  }
+  return true;
+}
+
+bool PacketQueue::prepare_to_sleep() {
+  consumer_sleeping_.store(true, std::memory_order_seq_cst);
+  // Re-check after announcing: a push that raced with the announcement is not missed.
+  if (head_.load(std::memory_order_seq_cst) != tail_.load(std::memory_order_relaxed)) {
+    consumer_sleeping_.store(false, std::memory_order_relaxed);
+    return false;
+  }
+  return true;
+}
+
+void PacketQueue::woke() {
+  consumer_sleeping_.store(false, std::memory_order_relaxed);
+  std::uint64_t value = 0;
+  [[maybe_unused]] ssize_t n = ::read(wake_fd_, &value, sizeof value);
+}
+
+}  // namespace chatcap

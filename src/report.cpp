@@ -1,0 +1,519 @@
+#include "chatcap/report.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <iterator>
+#include <vector>
+
+#include <fmt/format.h>
+
+namespace chatcap {
+namespace {
+
+using json = nlohmann::json;
+
+// ---- small JSON accessors: records may come from another writer version, never throw ----
+
+const json* field(const json& object, const char* key) {
+  if (!object.is_object()) return nullptr;
+  auto it = object.find(key);
+  return it == object.end() || it->is_null() ? nullptr : &*it;
+}
+
+std::string text_of(const json& object, const char* key) {
+  const json* value = field(object, key);
+  if (value == nullptr) return {};
+  return value->is_string() ? value->get<std::string>() : value->dump();
+}
+
+// Dumps never throw on strings that are not UTF-8 (there are none in parsed records, but
+// rendering must not be where that assumption breaks).
+std::string dump(const json& value, int indent = -1) {
+  return value.dump(indent, ' ', false, json::error_handler_t::replace);
+}
+
+bool is_true(const json& object, const char* key) {
+  const json* value = field(object, key);
+  return value != nullptr && value->is_boolean() && value->get<bool>();
+}
+
+std::string milliseconds(double ms) {
+  return ms >= 1000.0 ? fmt::format("{:.2f} s", ms / 1000.0) : fmt::format("{:.1f} ms", ms);
+}
+
+// ---- UTF-8 ----
+
+bool is_continuation(unsigned char b) { return (b & 0xC0) == 0x80; }
+
+// Length of the valid UTF-8 sequence at text[i] and its code point; 0 when invalid.
+std::size_t utf8_sequence(std::string_view text, std::size_t i, char32_t& cp) {
+  auto b = static_cast<unsigned char>(text[i]);
+  std::size_t length = b < 0x80 ? 1 : (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xE ? 3 : (b >> 3) == 0x1E ? 4 : 0;
+  if (length == 0 || i + length > text.size()) return 0;
+  cp = length == 1 ? b : length == 2 ? (b & 0x1F) : length == 3 ? (b & 0x0F) : (b & 0x07);
+  for (std::size_t k = 1; k < length; ++k) {
+    auto c = static_cast<unsigned char>(text[i + k]);
+    if (!is_continuation(c)) return 0;
+    cp = (cp << 6) | (c & 0x3F);
+  }
+  static constexpr char32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < kMin[length] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;  // overlong, surrogate
+  return length;
+}
+
+// Code points a terminal acts on or that reorder what is displayed (Trojan Source).
+bool is_dangerous(char32_t cp) {
+  return (cp >= 0x80 && cp <= 0x9F)                         // C1 controls (0x9B is CSI)
+         || cp == 0x061C || cp == 0x200E || cp == 0x200F    // bidi marks
+         || (cp >= 0x202A && cp <= 0x202E)                  // bidi embeddings, overrides
+         || (cp >= 0x2066 && cp <= 0x2069)                  // bidi isolates
+         || cp == 0x2028 || cp == 0x2029;                   // line/paragraph separators
+}
+
+void escape_byte(std::string& out, unsigned char b) {
+  switch (b) {
+    case '\n': out += "\\n"; break;
+    case '\r': out += "\\r"; break;
+    default: fmt::format_to(std::back_inserter(out), "\\x{:02x}", b);
+  }
+}
+
+// ---- output with optional colour ----
+
+namespace sgr {
+constexpr std::string_view bold = "1", dim = "2", red = "31", green = "32", yellow = "33", magenta = "35",
+                           cyan = "36", bold_red = "1;31", bold_yellow = "1;33", bold_magenta = "1;35";
+}
+
+class Out {
+ public:
+  Out(const RenderStyle& style, std::string id) : style_(style), id_(std::move(id)) {}
+
+  // `text` must already be escaped.
+  std::string paint(std::string_view code, std::string_view text) const {
+    if (!style_.color || text.empty()) return std::string(text);
+    return fmt::format("\x1b[{}m{}\x1b[0m", code, text);
+  }
+  void line(std::string_view text) {
+    out_ += text;
+    out_ += '\n';
+  }
+  // A labelled one-line field: "  label  value". The value must already be escaped.
+  void labelled(std::string_view label, std::string_view value, std::string_view code = {}) {
+    if (value.empty()) {
+      line(fmt::format("  {}", paint(code.empty() ? sgr::dim : code, label)));
+      return;
+    }
+    line(fmt::format("  {}  {}", paint(sgr::dim, label), code.empty() ? std::string(value) : paint(code, value)));
+  }
+  // Captured multi-line text, indented; clipped unless `full`, with a note saying how to
+  // see the rest.
+  void block(std::string_view text, bool full) {
+    Clipped clipped{std::string(text), 0, 0};
+    if (!full) clipped = clip_lines(text, kBriefLines, kBriefLineBytes);
+    std::string_view rest = clipped.text;
+    while (true) {
+      std::size_t nl = rest.find('\n');
+      line(fmt::format("    {}", escape_control(rest.substr(0, nl))));
+      if (nl == std::string_view::npos) break;
+      rest.remove_prefix(nl + 1);
+    }
+    if (clipped.hidden_lines > 0) {
+      line(paint(sgr::dim, fmt::format("    … {} more lines (chatcap show {})", clipped.hidden_lines, id_)));
+    } else if (clipped.cut_lines > 0) {
+      line(paint(sgr::dim, fmt::format("    … long lines cut at {} bytes (chatcap show {})", kBriefLineBytes, id_)));
+    }
+  }
+  std::string take() { return std::move(out_); }
+
+ private:
+  const RenderStyle& style_;
+  std::string id_;
+  std::string out_;
+};
+
+// ---- pieces of an exchange block ----
+
+// The record that says where and when: the request, or the exchange record when the request
+// record was rotated away.
+const json& origin_of(const LoggedExchange& e) { return e.request.is_null() ? e.exchange : e.request; }
+
+void put_header_line(Out& out, const LoggedExchange& e) {
+  const json& origin = origin_of(e);
+  out.line(out.paint(sgr::bold, fmt::format("━━ {}  {} → {}  id {}", display_time(text_of(origin, "ts")),
+                                            escape_control(text_of(origin, "client")),
+                                            escape_control(text_of(origin, "server")), escape_control(e.id))));
+}
+
+std::string state_text(const Out& out, const json& exchange) {
+  if (exchange.is_null()) return out.paint(sgr::bold_yellow, "IN FLIGHT");
+  std::string state = escape_control(text_of(exchange, "state"));
+  if (const json* close = field(exchange, "close"); close != nullptr && state != "complete") {
+    state += fmt::format(" ({})", escape_control(text_of(exchange, "close")));
+  }
+  return out.paint(state == "complete" ? sgr::green : sgr::bold_red, state);
+}
+
+std::string status_text(const Out& out, const json& exchange) {
+  if (exchange.is_null()) return {};
+  const json* status = field(exchange, "status");
+  if (status == nullptr || !status->is_number_integer() || status->get<int>() == 0) {
+    return out.paint(sgr::red, "no response");
+  }
+  int code = status->get<int>();
+  std::string text = fmt::format("{} {}", code, escape_control(text_of(exchange, "reason")));
+  if (const json* interim = field(exchange, "interim"); interim != nullptr && interim->is_array()) {
+    for (const json& s : *interim) text += fmt::format(" (after interim {})", escape_control(dump(s)));
+  }
+  return out.paint(code < 400 ? sgr::green : sgr::bold_red, text);
+}
+
+void put_request_line(Out& out, const LoggedExchange& e, Detail detail) {
+  const json& origin = origin_of(e);
+  std::string line = fmt::format("  {} {}  {}", escape_control(text_of(origin, "method")),
+                                 escape_control(text_of(origin, "target")), state_text(out, e.exchange));
+  std::string status = status_text(out, e.exchange);
+  if (!status.empty()) line += "  " + status;
+  // (`tail` just did not see it: it was written before tail started.)
+  if (e.request.is_null() && detail != Detail::ended) {
+    line += out.paint(sgr::dim, "  (request record rotated out of the log)");
+  }
+  out.line(line);
+}
+
+// "model m  stream yes  max_tokens 400  messages 3  tools 0", from the request summary.
+std::string summary_text(const json& request) {
+  const json* summary = field(request, "summary");
+  if (summary == nullptr || !summary->is_object()) return {};
+  std::string text;
+  auto add = [&](std::string_view label, const char* key) {
+    const json* value = field(*summary, key);
+    if (value == nullptr) return;
+    std::string shown = value->is_boolean() ? (value->get<bool>() ? "yes" : "no") : text_of(*summary, key);
+    fmt::format_to(std::back_inserter(text), "{}{} {}", text.empty() ? "" : "  ", label, escape_control(shown));
+  };
+  add("model", "model");
+  add("stream", "stream");
+  add("max_tokens", "max_tokens");
+  add("n", "n");
+  add("messages", "messages");
+  add("tools", "tools");
+  return text;
+}
+
+void put_summary(Out& out, const LoggedExchange& e) {
+  std::string summary = summary_text(e.request);
+  if (summary.empty() && !e.exchange.is_null()) {
+    // No request summary (body not JSON, cut, or rotated away): the model the answer named.
+    const json* answer = field(e.exchange, "sse") != nullptr ? field(e.exchange, "sse") : field(e.exchange, "answer");
+    if (answer != nullptr && field(*answer, "model") != nullptr) {
+      summary = "model " + escape_control(text_of(*answer, "model"));
+    }
+  }
+  if (!summary.empty()) out.line("  " + summary);
+}
+
+void put_timing(Out& out, const json& exchange) {
+  const json* timing = field(exchange, "timing");
+  if (timing == nullptr) return;
+  std::string text;
+  auto add = [&](std::string_view label, const char* key) {
+    const json* value = field(*timing, key);
+    if (value == nullptr || !value->is_number()) return;
+    fmt::format_to(std::back_inserter(text), "{}{} {}", text.empty() ? "" : "  ", label,
+                   milliseconds(value->get<double>()));
+  };
+  add("ttfb", "ttfb_ms");
+  add("ttft", "ttft_ms");
+  add("duration", "duration_ms");
+  add("itl p50", "itl_ms_p50");
+  add("p99", "itl_ms_p99");
+  if (!text.empty()) out.labelled("timing", text);
+}
+
+void add_names(std::vector<std::string>& names, const json& record) {
+  const json* anomalies = field(record, "anomalies");
+  if (anomalies == nullptr || !anomalies->is_array()) return;
+  for (const json& a : *anomalies) {
+    std::string name = a.is_string() ? a.get<std::string>() : dump(a);
+    if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+  }
+}
+
+void put_anomalies_and_errors(Out& out, const LoggedExchange& e) {
+  std::vector<std::string> names;
+  add_names(names, e.request);
+  add_names(names, e.exchange);
+  if (!names.empty()) {
+    std::string text;
+    for (const std::string& n : names) text += (text.empty() ? "" : ", ") + escape_control(n);
+    if (const json* gap = field(e.exchange, "gap_bytes")) text += fmt::format(" ({} bytes lost)", dump(*gap));
+    out.labelled("anomalies", text, sgr::yellow);
+  }
+  for (const json* record : {&e.request, &e.exchange}) {
+    if (field(*record, "error") != nullptr) out.labelled("error", escape_control(text_of(*record, "error")), sgr::red);
+  }
+}
+
+void put_structured_output(Out& out, const json& request, bool full) {
+  const json* summary = field(request, "summary");
+  const json* so = summary == nullptr ? nullptr : field(*summary, "structured_output");
+  if (so == nullptr) return;
+  out.line("  " + out.paint(sgr::bold_magenta, "STRUCTURED OUTPUT"));
+  if (so->is_object()) {
+    for (const auto& [key, value] : so->items()) {
+      std::string compact = dump(value);
+      std::string name = out.paint(sgr::magenta, escape_control(key));
+      if (!value.is_structured() || (compact.size() <= kBriefLineBytes && !full)) {
+        // A scalar or a small object reads best on the line of its key.
+        out.line(fmt::format("    {}: {}", name, escape_control(compact)));
+        continue;
+      }
+      out.line(fmt::format("    {}:", name));
+      out.block(full ? dump(value, 2) : compact, full);
+    }
+  } else {
+    out.block(dump(*so, full ? 2 : -1), full);
+  }
+}
+
+void put_headers(Out& out, std::string_view label, const json& record, const char* key) {
+  const json* headers = field(record, key);
+  if (headers == nullptr || !headers->is_array()) return;
+  out.line(fmt::format("  {}", out.paint(sgr::dim, label)));
+  for (const json& h : *headers) {
+    if (!h.is_array() || h.size() != 2) continue;
+    std::string name = h[0].is_string() ? h[0].get<std::string>() : dump(h[0]);
+    std::string value = h[1].is_string() ? h[1].get<std::string>() : dump(h[1]);
+    out.line(fmt::format("    {}: {}", out.paint(sgr::cyan, escape_control(name)), escape_control(value)));
+  }
+}
+
+// A body as people read it: pretty JSON when it parses (key order kept), else the text.
+std::string readable_body(const std::string& body) {
+  nlohmann::ordered_json parsed = nlohmann::ordered_json::parse(body, nullptr, false);
+  if (parsed.is_discarded()) return body;
+  return parsed.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+}
+
+// Bytes the record keeps of a body: base64 text is 4 characters per 3 bytes, minus padding.
+std::size_t kept_bytes(const std::string& body, bool base64) {
+  if (!base64) return body.size();
+  std::size_t padding = body.ends_with("==") ? 2 : body.ends_with('=') ? 1 : 0;
+  return body.size() / 4 * 3 - std::min(padding, body.size() / 4 * 3);
+}
+
+void put_body(Out& out, std::string_view label, const json& record, bool full) {
+  const json* body = field(record, "body");
+  if (body == nullptr || !body->is_string()) return;
+  const std::string& bytes = body->get_ref<const std::string&>();
+  bool base64 = text_of(record, "body_encoding") == "base64";
+  std::size_t kept = kept_bytes(bytes, base64);
+  std::string total = field(record, "body_bytes") != nullptr ? escape_control(text_of(record, "body_bytes"))
+                                                             : std::to_string(kept);
+  std::string heading = fmt::format("{} bytes", total);
+  if (is_true(record, "body_truncated")) heading += fmt::format(", first {} kept (--max-body)", kept);
+  out.labelled(label, heading);
+  if (base64) {
+    out.line(fmt::format("    (binary body, {} bytes, base64 in --json)", total));
+    return;
+  }
+  if (!bytes.empty()) out.block(readable_body(bytes), full);
+}
+
+const json* answer_of(const json& exchange) {
+  const json* sse = field(exchange, "sse");
+  return sse != nullptr ? sse : field(exchange, "answer");
+}
+
+std::string answer_heading(const json& exchange, const json& answer) {
+  std::string text;
+  if (field(exchange, "sse") != nullptr) {
+    text = fmt::format("streamed, {} events, {}", text_of(answer, "events"),
+                       is_true(answer, "done") ? "[DONE]" : "no [DONE]");
+  } else {
+    text = "not streamed";
+  }
+  if (field(answer, "finish_reason") != nullptr) {
+    text += fmt::format("  finish_reason {}", escape_control(text_of(answer, "finish_reason")));
+  }
+  if (const json* usage = field(answer, "usage"); usage != nullptr && usage->is_object()) {
+    text += fmt::format("  usage {} prompt + {} completion tokens", escape_control(text_of(*usage, "prompt_tokens")),
+                        escape_control(text_of(*usage, "completion_tokens")));
+  }
+  if (is_true(answer, "text_truncated")) text += "  (text cut at the cap)";
+  if (const json* bad = field(answer, "bad_events")) text += fmt::format("  {} unreadable events", dump(*bad));
+  return text;
+}
+
+void put_tool_calls(Out& out, const json& answer, bool full) {
+  const json* calls = field(answer, "tool_calls");
+  if (calls == nullptr || !calls->is_array()) return;
+  for (const json& call : *calls) {
+    out.labelled(fmt::format("tool call #{}", escape_control(text_of(call, "index"))),
+                 fmt::format("{}  id {}", escape_control(text_of(call, "name")), escape_control(text_of(call, "id"))),
+                 sgr::cyan);
+    std::string arguments = text_of(call, "arguments");
+    if (!arguments.empty()) out.block(readable_body(arguments), full);
+  }
+}
+
+void put_answer(Out& out, const json& exchange, const json& answer, bool full) {
+  out.labelled("answer", answer_heading(exchange, answer));
+  for (const char* part : {"reasoning", "content"}) {
+    std::string text = text_of(answer, part);
+    if (text.empty()) continue;
+    out.labelled(part, "");
+    out.block(text, full);
+  }
+  put_tool_calls(out, answer, full);
+  if (const json* error = field(answer, "error")) {
+    out.labelled("answer error", "", sgr::red);
+    out.block(error->is_string() ? error->get<std::string>() : dump(*error, 2), full);
+  }
+}
+
+void put_response(Out& out, const LoggedExchange& e, Detail detail) {
+  if (e.exchange.is_null()) return;
+  bool full = detail == Detail::full;
+  if (full) put_headers(out, "response headers", e.exchange, "response_headers");
+  const json* answer = answer_of(e.exchange);
+  if (answer != nullptr) put_answer(out, e.exchange, *answer, full);
+  if (answer == nullptr) {
+    put_body(out, "response body", e.exchange, full);
+  } else if (full && field(e.exchange, "body") != nullptr) {
+    std::string total = escape_control(text_of(e.exchange, "body_bytes"));
+    out.labelled("response body", fmt::format("{} bytes (raw, in --json)", total));
+  }
+}
+
+}  // namespace
+
+RenderStyle RenderStyle::for_stdout() {
+  const char* term = std::getenv("TERM");
+  bool dumb = term != nullptr && std::string_view(term) == "dumb";
+  return RenderStyle{::isatty(STDOUT_FILENO) == 1 && std::getenv("NO_COLOR") == nullptr && !dumb};
+}
+
+std::string escape_control(std::string_view text, bool keep_newlines) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size();) {
+    auto b = static_cast<unsigned char>(text[i]);
+    if (b < 0x20 || b == 0x7F) {
+      if (b == '\t' || (b == '\n' && keep_newlines)) {
+        out += static_cast<char>(b);
+      } else {
+        escape_byte(out, b);
+      }
+      ++i;
+      continue;
+    }
+    char32_t cp = 0;
+    std::size_t length = utf8_sequence(text, i, cp);
+    if (length == 0) {
+      escape_byte(out, b);  // not UTF-8: show the byte, do not let the terminal guess
+      ++i;
+    } else if (is_dangerous(cp)) {
+      fmt::format_to(std::back_inserter(out), "\\u{:04x}", static_cast<std::uint32_t>(cp));
+      i += length;
+    } else {
+      out.append(text.substr(i, length));
+      i += length;
+    }
+  }
+  return out;
+}
+
+Clipped clip_lines(std::string_view text, std::size_t max_lines, std::size_t max_line_bytes) {
+  Clipped result;
+  if (!text.empty() && text.back() == '\n') text.remove_suffix(1);  // a final newline is no extra line
+  std::size_t shown = 0;
+  while (true) {
+    std::size_t nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    if (shown == max_lines) {
+      result.hidden_lines = 1 + static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));
+      break;
+    }
+    if (shown > 0) result.text += '\n';
+    if (line.size() > max_line_bytes) {
+      std::size_t cut = max_line_bytes;
+      while (cut > 0 && is_continuation(static_cast<unsigned char>(line[cut]))) --cut;
+      result.text.append(line.substr(0, cut));
+      result.text += "…";
+      ++result.cut_lines;
+    } else {
+      result.text.append(line);
+    }
+    ++shown;
+    if (nl == std::string_view::npos) break;
+    text.remove_prefix(nl + 1);
+  }
+  return result;
+}
+
+std::string display_time(std::string_view ts) {
+  // "2026-11-24T15:21:53.758382Z": keep milliseconds, say UTC in words.
+  if (ts.size() >= 23 && ts[10] == 'T' && ts[19] == '.' && ts.back() == 'Z') {
+    return fmt::format("{} {} UTC", escape_control(ts.substr(0, 10)), escape_control(ts.substr(11, 12)));
+  }
+  return escape_control(ts);
+}
+
+std::string render_exchange(const LoggedExchange& e, Detail detail, const RenderStyle& style) {
+  Out out(style, escape_control(e.id));
+  bool full = detail == Detail::full;
+  put_header_line(out, e);
+  put_request_line(out, e, detail);
+  put_summary(out, e);
+  put_timing(out, e.exchange);
+  put_anomalies_and_errors(out, e);
+  if (detail != Detail::ended) {
+    put_structured_output(out, e.request, full);
+    if (full) put_headers(out, "request headers", e.request, "headers");
+    put_body(out, "request body", e.request, full);
+  }
+  put_response(out, e, detail);
+  return out.take();
+}
+
+std::string render_request_line(const json& request, const RenderStyle& style) {
+  Out out(style, "");
+  std::string ts = text_of(request, "ts");
+  std::string clock = ts.size() >= 23 && ts[10] == 'T' ? ts.substr(11, 12) : ts;
+  std::string line = fmt::format("{} → {} {}", escape_control(clock), escape_control(text_of(request, "method")),
+                                 escape_control(text_of(request, "target")));
+  if (std::string summary = summary_text(request); !summary.empty()) line += "  " + summary;
+  const json* summary = field(request, "summary");
+  if (summary != nullptr && field(*summary, "structured_output") != nullptr) {
+    line += "  " + out.paint(sgr::magenta, "structured output");
+  }
+  line += fmt::format("  {}  (id {})", escape_control(text_of(request, "client")),
+                      out.paint(sgr::bold, escape_control(text_of(request, "id"))));
+  out.line(line);
+  return out.take();
+}
+
+std::string render_server_down(const json& record, const RenderStyle& style) {
+  Out out(style, "");
+  out.line(out.paint(sgr::bold_red, fmt::format("✖ server {} down at {}", escape_control(text_of(record, "server")),
+                                                display_time(text_of(record, "ts")))));
+  if (const json* evidence = field(record, "evidence"); evidence != nullptr && evidence->is_array()) {
+    for (const json& item : *evidence) {
+      out.labelled("evidence", escape_control(item.is_string() ? item.get<std::string>() : dump(item)));
+    }
+  }
+  if (const json* suspects = field(record, "suspects"); suspects != nullptr && suspects->is_array()) {
+    for (const json& s : *suspects) {
+      out.labelled("suspect", fmt::format("{}  {}", out.paint(sgr::bold, escape_control(text_of(s, "id"))),
+                                          escape_control(text_of(s, "why"))));
+    }
+  }
+  return out.take();
+}
+
+}  // namespace chatcap

@@ -1,0 +1,321 @@
+#include "chatcap/server_watch.hpp"
+
+#include <algorithm>
+#include <deque>
+#include <set>
+
+#include <fmt/format.h>
+
+namespace chatcap {
+namespace {
+
+// A server close this close to a cut belongs to the same death (one exit closes every socket).
+constexpr timestamp_us kSameMoment = 200'000;
+constexpr std::size_t kRecentCloses = 64;
+
+bool is_server_reason(CloseReason r) { return r == CloseReason::server_fin || r == CloseReason::server_rst; }
+
+std::string ms_text(timestamp_us us) {
+  double ms = static_cast<double>(us) / 1000.0;
+  if (ms < 1000) return fmt::format("{:.0f} ms", ms);
+  return fmt::format("{:.2f} s", ms / 1000.0);
+}
+
+}  // namespace
+
+struct ServerWatch::Incident {
+  std::string kind = "process_exit";
+  timestamp_us opened = 0;  // the first evidence: the moment of death
+  timestamp_us deadline = 0;
+  // evidence
+  std::set<std::string> cut_clients;
+  int cuts_by_reset = 0;
+  int cuts_by_fin = 0;
+  timestamp_us first_cut = 0;
+  timestamp_us last_cut = 0;
+  std::set<std::string> closed_clients;  // connections the server closed near the death
+  int refusals = 0;
+  timestamp_us first_refusal = 0;
+  int unanswered_syns = 0;
+  int engine_error_events = 0;
+  int engine_error_responses = 0;
+  // suspects that ended during the window, and exchanges held back until the decision
+  std::vector<Suspect> ended_suspects;
+  std::vector<std::unique_ptr<Exchange>> held;
+};
+
+struct ServerWatch::ServerState {
+  Endpoint server;
+  std::unordered_map<const Exchange*, InFlight> in_flight;
+  std::unique_ptr<Incident> incident;
+  std::deque<std::pair<timestamp_us, std::string>> recent_closes;  // (when, client)
+  bool down = false;
+  timestamp_us down_since = 0;
+  std::string down_kind;
+};
+
+ServerWatch::ServerWatch(ExchangeSink& next, ServerDownSink& downs, ServerWatchConfig config)
+    : next_(next), downs_(downs), config_(config) {}
+
+ServerWatch::~ServerWatch() = default;
+
+ServerWatch::ServerState& ServerWatch::state_of(const Endpoint& server) {
+  auto& slot = servers_[server.to_string()];
+  if (!slot) {
+    slot = std::make_unique<ServerState>();
+    slot->server = server;
+  }
+  return *slot;
+}
+
+bool ServerWatch::names_dead_engine(std::string_view text) {
+  static constexpr std::string_view kSigns[] = {"EngineDeadError", "EngineCore encountered an issue",
+                                                "AsyncEngineDeadError", "Background loop has errored",
+                                                "engine is dead", "Engine loop has died"};
+  return std::any_of(std::begin(kSigns), std::end(kSigns),
+                     [&](std::string_view sign) { return text.find(sign) != std::string_view::npos; });
+}
+
+bool ServerWatch::is_server_cut(const Exchange& ex) const {
+  return ex.state == ExchangeState::aborted && is_server_reason(ex.close_reason) && !ex.orphan_response &&
+         (ex.request.complete || ex.request.ended);
+}
+
+ServerWatch::Incident& ServerWatch::open_incident(ServerState& s, const Endpoint&, timestamp_us ts, const char* kind) {
+  if (!s.incident) {
+    s.incident = std::make_unique<Incident>();
+    s.incident->opened = ts;
+    s.incident->deadline = ts + config_.decision_window;
+    s.incident->kind = kind;
+    // Closes just before the first cut belong to it too (capture order within one exit).
+    for (const auto& [when, client] : s.recent_closes) {
+      if (ts - when <= kSameMoment) s.incident->closed_clients.insert(client);
+    }
+  } else if (std::string_view(kind) == "engine_dead") {
+    s.incident->kind = kind;  // the more specific diagnosis wins
+  }
+  return *s.incident;
+}
+
+// ---- events ----------------------------------------------------------------------------------
+
+void ServerWatch::on_request_complete(Exchange& exchange) {
+  ServerState& s = state_of(exchange.server);
+  s.in_flight[&exchange] = InFlight{exchange.id, exchange.seq, exchange.client.to_string(),
+                                    exchange.times.request_end, exchange.recorded};
+  next_.on_request_complete(exchange);
+}
+
+void ServerWatch::on_exchange_end(Exchange& ex) {
+  ServerState& s = state_of(ex.server);
+  tick(std::max(ex.times.response_end, ex.times.request_end));
+  s.in_flight.erase(&ex);
+  timestamp_us end = ex.times.response_end != 0 ? ex.times.response_end : ex.times.request_end;
+
+  bool engine_text = names_dead_engine(ex.answer.error_json) ||
+                     (ex.response.status >= 500 && names_dead_engine(ex.response.body.bytes));
+  bool cut = is_server_cut(ex);
+  bool healthy = ex.state == ExchangeState::complete && ex.response.status / 100 == 2 && !engine_text &&
+                 ex.answer.error_json.empty();
+
+  if (s.down && !s.incident) {
+    if (healthy && ex.times.request_start > s.down_since) {
+      s.down = false;  // answering again: a new life
+    } else if (!healthy && ex.times.request_end >= s.down_since) {
+      // Failing because the server is still dead: flagged, never a suspect.
+      ex.add(Anomaly::server_down);
+      if (ex.error.empty()) {
+        ex.error = fmt::format("failed while the server was down (server_down at {})", format_timestamp(s.down_since));
+      }
+      forward(ex);
+      return;
+    }
+  }
+
+  if ((cut || engine_text) && !s.down) {
+    timestamp_us evidence_ts = end;
+    if (engine_text && ex.response.event_stream && ex.answer.last_event_ts != 0) evidence_ts = ex.answer.last_event_ts;
+    if (engine_text && !ex.response.event_stream && ex.times.response_start != 0) evidence_ts = ex.times.response_start;
+    Incident& incident = open_incident(s, ex.server, evidence_ts, engine_text ? "engine_dead" : "process_exit");
+    incident.opened = std::min(incident.opened, evidence_ts);
+    if (cut) {
+      incident.cut_clients.insert(ex.client.to_string());
+      (ex.close_reason == CloseReason::server_rst ? incident.cuts_by_reset : incident.cuts_by_fin)++;
+      if (incident.first_cut == 0) incident.first_cut = end;
+      incident.last_cut = std::max(incident.last_cut, end);
+    }
+    if (engine_text) (ex.response.event_stream ? incident.engine_error_events : incident.engine_error_responses)++;
+  }
+
+  if (s.incident) {
+    Incident& incident = *s.incident;
+    if (ex.recorded && ex.times.request_end != 0 && ex.times.request_end <= incident.opened + kSameMoment &&
+        (cut || engine_text || !healthy)) {
+      Suspect suspect;
+      suspect.id = ex.id;
+      suspect.seq = ex.seq;
+      suspect.client = ex.client.to_string();
+      suspect.request_end = ex.times.request_end;
+      suspect.token_events = ex.answer.first_token_ts != 0 && ex.answer.first_token_ts <= end ? ex.answer.token_events : 0;
+      incident.ended_suspects.push_back(std::move(suspect));
+    }
+    if (incident.held.size() < config_.max_held_exchanges) {
+      incident.held.push_back(std::make_unique<Exchange>(std::move(ex)));
+      return;
+    }
+  }
+  forward(ex);
+}
+
+void ServerWatch::on_connection_refused(timestamp_us ts, const Endpoint&, const Endpoint& server) {
+  tick(ts);
+  ServerState& s = state_of(server);
+  if (!s.incident) return;  // nothing listening and nothing cut: a server not started yet
+  ++s.incident->refusals;
+  if (s.incident->first_refusal == 0) s.incident->first_refusal = ts;
+}
+
+void ServerWatch::on_syn_unanswered(timestamp_us ts, const Endpoint&, const Endpoint& server) {
+  tick(ts);
+  ServerState& s = state_of(server);
+  if (s.incident) ++s.incident->unanswered_syns;
+}
+
+void ServerWatch::on_connection_accepted(timestamp_us ts, const Endpoint&, const Endpoint& server) {
+  tick(ts);
+  ServerState& s = state_of(server);
+  // Something listens again: after a process exit, that is a new process.
+  if (s.down && s.down_kind == "process_exit" && ts > s.down_since) s.down = false;
+}
+
+void ServerWatch::on_server_closed(timestamp_us ts, const Endpoint& client, const Endpoint& server, bool) {
+  tick(ts);
+  ServerState& s = state_of(server);
+  s.recent_closes.emplace_back(ts, client.to_string());
+  while (s.recent_closes.size() > kRecentCloses || ts - s.recent_closes.front().first > kSameMoment) {
+    s.recent_closes.pop_front();
+  }
+  if (s.incident && ts - s.incident->opened <= kSameMoment) s.incident->closed_clients.insert(client.to_string());
+}
+
+// ---- decisions -------------------------------------------------------------------------------
+
+void ServerWatch::tick(timestamp_us now) {
+  for (auto& [key, s] : servers_) {
+    if (s->incident && now >= s->incident->deadline) decide(*s, now);
+  }
+}
+
+void ServerWatch::finish(timestamp_us now) {
+  for (auto& [key, s] : servers_) {
+    if (s->incident) decide(*s, now);
+  }
+}
+
+bool ServerWatch::confirmed(const Incident& incident) const {
+  if (incident.engine_error_events + incident.engine_error_responses > 0) return true;
+  std::size_t cuts = incident.cut_clients.size();
+  std::size_t other_closes = 0;
+  for (const std::string& client : incident.closed_clients) other_closes += incident.cut_clients.count(client) == 0;
+  // Several connections cut at once, or one cut that the listener's disappearance confirms.
+  return cuts >= 2 || (cuts >= 1 && (incident.refusals > 0 || incident.unanswered_syns > 0 || other_closes > 0));
+}
+
+void ServerWatch::decide(ServerState& s, timestamp_us) {
+  bool died = confirmed(*s.incident);
+  if (died) {
+    ServerDown down = build_record(s, *s.incident);
+    s.down = true;
+    s.down_since = down.ts;
+    s.down_kind = down.kind;
+    ++deaths_;
+    release_held(s, true);
+    downs_.on_server_down(down);
+  } else {
+    release_held(s, false);
+  }
+  s.incident.reset();
+}
+
+ServerDown ServerWatch::build_record(const ServerState& s, const Incident& incident) const {
+  ServerDown down;
+  down.kind = incident.kind;
+  down.ts = incident.opened;
+  down.server = s.server;
+  int cuts = incident.cuts_by_reset + incident.cuts_by_fin;
+  if (cuts > 0) {
+    down.evidence.push_back(fmt::format("{} response{} cut by the server ({} by RST, {} by FIN) within {}", cuts,
+                                        cuts == 1 ? "" : "s", incident.cuts_by_reset, incident.cuts_by_fin,
+                                        ms_text(incident.last_cut - incident.first_cut)));
+  }
+  std::size_t other_closes = 0;
+  for (const std::string& client : incident.closed_clients) other_closes += incident.cut_clients.count(client) == 0;
+  if (other_closes > 0) {
+    down.evidence.push_back(fmt::format("{} other connection{} closed by the server at the same moment", other_closes,
+                                        other_closes == 1 ? "" : "s"));
+  }
+  if (incident.refusals > 0) {
+    down.evidence.push_back(fmt::format("{} connection attempt{} refused (RST to SYN), the first at {}", incident.refusals,
+                                        incident.refusals == 1 ? "" : "s", format_timestamp(incident.first_refusal)));
+  }
+  if (incident.unanswered_syns > 0) {
+    down.evidence.push_back(fmt::format("{} connection attempt{} unanswered", incident.unanswered_syns,
+                                        incident.unanswered_syns == 1 ? "" : "s"));
+  }
+  if (incident.engine_error_events > 0) {
+    down.evidence.push_back(fmt::format("{} stream{} ended with an error event naming the dead engine",
+                                        incident.engine_error_events, incident.engine_error_events == 1 ? "" : "s"));
+  }
+  if (incident.engine_error_responses > 0) {
+    down.evidence.push_back(fmt::format("{} response{} with a 5xx naming the dead engine", incident.engine_error_responses,
+                                        incident.engine_error_responses == 1 ? "" : "s"));
+  }
+
+  // Suspects: in flight at the moment of death — ended during the window, or still open.
+  std::vector<Suspect> suspects = incident.ended_suspects;
+  for (const auto& [ptr, f] : s.in_flight) {
+    if (!f.recorded || f.request_end > incident.opened + kSameMoment) continue;
+    Suspect open;
+    open.id = f.id;
+    open.seq = f.seq;
+    open.client = f.client;
+    open.request_end = f.request_end;
+    open.still_in_flight = true;
+    suspects.push_back(std::move(open));
+  }
+  // A request that killed the engine typically arrived last and got nothing.
+  std::stable_sort(suspects.begin(), suspects.end(), [](const Suspect& a, const Suspect& b) {
+    if ((a.token_events == 0) != (b.token_events == 0)) return a.token_events == 0;
+    return a.request_end > b.request_end;
+  });
+  for (Suspect& suspect : suspects) {
+    timestamp_us before = incident.opened - suspect.request_end;
+    std::string when = before >= 0 ? fmt::format("request complete {} before the death", ms_text(before))
+                                   : fmt::format("request complete {} after the first sign of death", ms_text(-before));
+    std::string tokens = suspect.token_events == 0
+                             ? "no token received"
+                             : fmt::format("{} token event{} received", suspect.token_events,
+                                           suspect.token_events == 1 ? "" : "s");
+    suspect.why = fmt::format("{}; {}{}", when, tokens, suspect.still_in_flight ? "; still unanswered" : "");
+  }
+  down.suspects = std::move(suspects);
+  return down;
+}
+
+void ServerWatch::release_held(ServerState& s, bool died) {
+  for (auto& held : s.incident->held) {
+    Exchange& ex = *held;
+    if (died && ex.times.request_end != 0) {
+      ex.add(Anomaly::server_down);
+      if (ex.times.request_end > s.incident->opened + kSameMoment && ex.error.empty()) {
+        ex.error = fmt::format("failed while the server was down (server_down at {})", format_timestamp(s.incident->opened));
+      }
+    }
+    forward(ex);
+  }
+  s.incident->held.clear();
+}
+
+void ServerWatch::forward(Exchange& exchange) { next_.on_exchange_end(exchange); }
+
+}  // namespace chatcap
