@@ -52,6 +52,21 @@ void add_read(CLI::App& app, Options& o, int& rc) {
   read->callback([&o, &rc] { rc = command_read(o); });
 }
 
+// "--keep 0 would keep nothing — give at least 1" instead of CLI11's range text.
+CLI::Validator at_least_one(const std::string& flag) {
+  return CLI::Validator(
+      [flag](std::string& value) -> std::string {
+        std::size_t n = 0;
+        try {
+          n = std::stoul(value);
+        } catch (const std::exception&) {
+          return fmt::format("{} {}: not a number — give a count such as 20", flag, value);
+        }
+        return n >= 1 ? std::string() : fmt::format("{} {} would keep nothing — give at least 1", flag, value);
+      },
+      "N>=1");
+}
+
 void add_run(CLI::App& app, Options& o, int& rc) {
   CLI::App* run = app.add_subcommand("run", "record live: capture, keep the last N exchanges on disk (systemd runs this)");
   run->add_option("-i,--interface", o.interface, "interface to capture on (`any` for all)")
@@ -67,7 +82,7 @@ void add_run(CLI::App& app, Options& o, int& rc) {
       ->group("Log");
   run->add_option("-n,--keep", o.keep, "exchanges kept per log file; the two files hold N to 2N exchanges")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber)
+      ->check(at_least_one("--keep"))
       ->group("Log");
   run->add_option("--pidfile", o.pidfile, "pidfile held (flock) while running; a second instance is refused")
       ->capture_default_str()

@@ -242,12 +242,12 @@ Pidfile::~Pidfile() {
 int run_daemon(const DaemonConfig& config) {
   SignalReader signals;  // first: the capture thread inherits the blocked mask
   Pidfile pidfile(config.pidfile);
+  LiveCapture capture(config.capture);  // before the log: a failed start leaves nothing behind
   LogWriter log(config.log);
   log.on_problem = [](const std::string& problem) {
     say(problem);
     sd_notifyf(0, "STATUS=%s", problem.c_str());
   };
-  LiveCapture capture(config.capture);
   Daemon daemon(config, capture, log);
   return daemon.run(signals);
 }

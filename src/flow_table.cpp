@@ -107,6 +107,7 @@ void FlowTable::watch_handshake(Connection& c, const TcpSegment& segment, bool f
       observer_->on_syn_unanswered(segment.ts, c.client(), c.server());
     }
     if (syn) c.saw_syn = true;
+    if (segment.has(tcp_flag::fin) || segment.has(tcp_flag::rst)) c.client_closed_first = !c.server_close_reported;
     return;
   }
   if (observer_ == nullptr) return;
@@ -116,7 +117,9 @@ void FlowTable::watch_handshake(Connection& c, const TcpSegment& segment, bool f
   } else if (segment.has(tcp_flag::rst) && c.saw_syn && !c.saw_syn_ack) {
     observer_->on_connection_refused(segment.ts, c.client(), c.server());
   } else if (segment.has(tcp_flag::fin) || segment.has(tcp_flag::rst)) {
-    if (!c.server_close_reported) {
+    // Only a close the server started says something about the server; answering the
+    // client's FIN is just the end of a conversation.
+    if (!c.server_close_reported && !c.client_closed_first) {
       c.server_close_reported = true;
       observer_->on_server_closed(segment.ts, c.client(), c.server(), segment.has(tcp_flag::rst));
     }

@@ -305,7 +305,8 @@ ServerDown ServerWatch::build_record(const ServerState& s, const Incident& incid
 void ServerWatch::release_held(ServerState& s, bool died) {
   for (auto& held : s.incident->held) {
     Exchange& ex = *held;
-    if (died && ex.times.request_end != 0) {
+    bool failed = ex.state != ExchangeState::complete || ex.response.status >= 500 || !ex.answer.error_json.empty();
+    if (died && failed && ex.times.request_end != 0) {
       ex.add(Anomaly::server_down);
       if (ex.times.request_end > s.incident->opened + kSameMoment && ex.error.empty()) {
         ex.error = fmt::format("failed while the server was down (server_down at {})", format_timestamp(s.incident->opened));

@@ -5,7 +5,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <set>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -13,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "chatcap/log_reader.hpp"
+#include "chatcap/log_writer.hpp"
 #include "chatcap/report.hpp"
 #include "support/pcap_builder.hpp"
 #include "support/records.hpp"
@@ -321,4 +324,76 @@ TEST_CASE("log: the follower waits for a log file that does not exist yet", "[lo
   write_file(dir.file(kCurrentLogName), "one\ntwo\n");
   CHECK(follow.poll() == std::vector<std::string>{"one", "two"});
   CHECK_THROWS_AS(LogFollower(dir.file("missing")), LogError);
+}
+
+TEST_CASE("report: records with unexpected field types render without throwing", "[log_reader]") {
+  LoggedExchange e;
+  e.id = "odd";
+  e.request = json::parse(R"({"type":"request","id":"odd","ts":5,"client":["x"],"method":null,"target":{},
+    "headers":[5,["a"],["k",7]],"body":7,"summary":{"model":3,"stream":"yes","structured_output":"json"},
+    "anomalies":"capture_gap","error":{"why":1}})");
+  e.exchange = json::parse(R"({"type":"exchange","id":"odd","state":3,"status":"200","interim":[{}],
+    "close":1,"timing":{"ttfb_ms":"fast","ttft_ms":null},"anomalies":[1,"x"],"gap_bytes":"many",
+    "sse":{"events":"n","done":"yes","content":5,"tool_calls":[1,{"index":{}}],"usage":7,"error":"boom",
+           "text_truncated":1}})");
+  for (Detail detail : {Detail::brief, Detail::full, Detail::ended}) {
+    CHECK_NOTHROW(render_exchange(e, detail, RenderStyle{true}));
+  }
+  e.exchange["sse"] = "not an object";
+  e.request["summary"] = json::array();
+  CHECK_NOTHROW(render_exchange(e, Detail::full, RenderStyle{}));
+  CHECK_NOTHROW(render_request_line(e.request, RenderStyle{}));
+  CHECK_NOTHROW(render_server_down(json::parse(R"({"suspects":[1,{"id":2}],"evidence":"x"})"), RenderStyle{}));
+}
+
+TEST_CASE("log: what the real log writer leaves through rotations reads back whole", "[log_reader]") {
+  TempDir dir;
+  LogWriterConfig config;
+  config.dir = dir.file("log");
+  config.keep = 2;  // rotate every two exchanges
+  LogWriter writer(config);
+  LogFollower follow(config.dir, LogFollower::Start::at_beginning);
+  std::vector<std::string> followed;
+  // b and g stay in flight across several rotations; the rest end quickly.
+  const std::vector<std::pair<char, std::string>> script = {
+      {'q', "a"}, {'q', "b"}, {'x', "a"}, {'q', "c"}, {'x', "c"}, {'q', "d"}, {'x', "d"},
+      {'q', "e"}, {'x', "e"}, {'q', "f"}, {'x', "b"}, {'x', "f"}, {'q', "g"}, {'q', "h"}, {'x', "h"}};
+  for (const auto& [kind, id] : script) {
+    if (kind == 'q') {
+      writer.write_record(RecordType::request, id, request_line(id));
+    } else {
+      writer.write_record(RecordType::exchange, id, exchange_line(id, "answer " + id));
+    }
+    for (std::string& line : follow.poll()) followed.push_back(std::move(line));
+  }
+  REQUIRE(writer.rotations() >= 3);
+
+  LogContents log = read_log(config.dir);
+  CHECK(log.bad_lines == 0);
+  std::vector<std::string> ids = ids_of(log);
+  // Every exchange still on disk is whole: the writer copied b's request along.
+  for (const LoggedExchange& e : log.exchanges) {
+    INFO("id " << e.id);
+    CHECK_FALSE(e.request.is_null());
+    if (e.id == "g") {
+      CHECK(e.exchange.is_null());
+    } else {
+      REQUIRE_FALSE(e.exchange.is_null());
+      CHECK(e.exchange["answer"]["content"] == "answer " + e.id);
+    }
+  }
+  CHECK(std::find(ids.begin(), ids.end(), "b") != ids.end());
+  CHECK(std::find(ids.begin(), ids.end(), "g") != ids.end());
+  CHECK(ids.back() == "h");
+
+  // The follower saw every original record once, in write order (plus the writer's copies).
+  std::vector<std::string> exchange_ids;
+  std::set<std::string> request_ids;
+  for (const std::string& line : followed) {
+    json r = json::parse(line);
+    if (r["type"] == "exchange") exchange_ids.push_back(r["id"]);
+    if (r["type"] == "request") request_ids.insert(r["id"].get<std::string>());
+  }
+  CHECK(exchange_ids == std::vector<std::string>{"a", "c", "d", "e", "b", "f", "h"});
+  CHECK(request_ids == std::set<std::string>{"a", "b", "c", "d", "e", "f", "g", "h"});
 }

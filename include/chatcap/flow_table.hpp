@@ -81,6 +81,7 @@ class Connection {
   bool saw_syn_ack = false;
   bool syn_unanswered_reported = false;
   bool server_close_reported = false;
+  bool client_closed_first = false;  // the client sent FIN/RST before the server did
 
  private:
   Endpoint client_;

@@ -80,6 +80,29 @@ nlohmann::json joined_json(const LoggedExchange& exchange);
 // Throws LogError when `dir` does not exist, is not a directory or cannot be searched.
 void check_log_dir(const std::string& dir);
 
+// ---- forensics: `chatcap suspects`, `chatcap show ID --curl/--body` ----
+
+// Standard base64 (RFC 4648, '=' padding; whitespace ignored) into `out`; false when `text`
+// is not base64.
+bool decode_base64(std::string_view text, std::string& out);
+
+// The request body exactly as the client sent it: the record's "body", base64-decoded when
+// "body_encoding" is "base64". Throws LogError (a sentence naming the exchange, the cause and
+// what to do) when the log does not hold those exact bytes: the request record was rotated
+// away, the body was cut at --max-body (body_truncated), the request never completed, or
+// the body is unreadable.
+std::string exact_request_body(const LoggedExchange& exchange);
+
+// The exchanges a "server_down" record names as suspects, in the record's order (likeliest
+// first): one entry per element of its "suspects" array, nullptr when no record of that id
+// is in the log any more (rotated away) or the entry has no id.
+std::vector<const LoggedExchange*> suspects_of(const nlohmann::json& server_down, const LogContents& log);
+
+// What `chatcap suspects --json` prints for one death:
+//   {"server_down": {...the record...},
+//    "suspects": [{"id", "why", "rank" (1 = likeliest), "request": {...}|null, "exchange": {...}|null}, ...]}
+nlohmann::json suspects_json(const nlohmann::json& server_down, const LogContents& log);
+
 // Follows `dir`/exchanges.jsonl like `tail -F`: yields each complete line appended to it,
 // surviving rotation (renamed to .1, a new file created: the old file is read to its end
 // before switching) and truncation (read again from the start). Poll-based: call poll()
