@@ -129,11 +129,45 @@ void add_show(CLI::App& app, Options& o, int& rc) {
   show->add_option("ID", o.show_id, "exchange id, or a unique prefix of one (from `chatcap last`)")->required();
   add_log_dir_flag(*show, o);
   add_json_flag(*show, o);
+  CLI::Option* curl = show->add_flag("--curl", o.curl,
+                                     "print a bash command that replays the exact request with curl (same method, "
+                                     "target, headers and body bytes, to the recorded server)");
+  CLI::Option* body = show->add_flag("--body", o.body_only,
+                                     "write the exact request body bytes to stdout, nothing else");
+  curl->excludes(body);
+  show->get_option("--json")->excludes(curl)->excludes(body);
   show->footer(
+      "--curl and --body refuse (exit 1) when the log does not hold the exact bytes: a body cut at\n"
+      "--max-body (body_truncated), or a request that never completed. In the --curl command every\n"
+      "captured value is single-quoted and the body is base64 in a quoted here-document, so nothing\n"
+      "captured is ever run; a credential the log redacted is sent from $CHATCAP_<HEADER> when set.\n"
       "Example:\n"
       "  chatcap show 3f2a9c               # a prefix is enough when it is unique\n"
-      "  chatcap show 3f2a9c --json | jq -r .request.body");
+      "  chatcap show 3f2a9c --json | jq -r .request.body\n"
+      "  chatcap show 3f2a9c --curl > replay.sh && bash replay.sh   # send the same request again\n"
+      "  CHATCAP_AUTHORIZATION='Bearer sk-...' bash replay.sh        # with the redacted API key\n"
+      "  chatcap show 3f2a9c --body > body.json                      # the raw request body");
   show->callback([&o, &rc] { rc = command_show(o); });
+}
+
+void add_suspects(CLI::App& app, Options& o, int& rc) {
+  CLI::App* suspects = app.add_subcommand(
+      "suspects", "the requests in flight when the server last died, likeliest first, with their bodies");
+  add_log_dir_flag(*suspects, o);
+  suspects->add_flag("--json", o.json,
+                     "one JSON object per death: {\"server_down\": {...}, \"suspects\": [{\"id\", \"why\", "
+                     "\"rank\", \"request\", \"exchange\"}]}");
+  suspects->add_flag("--all", o.all, "every server death in the log, oldest first (default: the latest)");
+  suspects->footer(
+      "Reads the log files only: works after both the server and chatcap died. For each suspect:\n"
+      "why it is suspected, its request (structured output on a line of its own, the body\n"
+      "clipped: `chatcap show ID` for all of it, `chatcap show ID --curl` to replay it) and what\n"
+      "became of it. No death in the log: says so on stderr, exit 0.\n"
+      "Example:\n"
+      "  chatcap suspects\n"
+      "  chatcap suspects --json | jq -r '.suspects[0].request.body'   # the likeliest culprit's body\n"
+      "  chatcap suspects --all --log-dir /srv/chatcap");
+  suspects->callback([&o, &rc] { rc = command_suspects(o); });
 }
 
 void add_tail(CLI::App& app, Options& o, int& rc) {
@@ -172,6 +206,7 @@ int run_cli(int argc, char** argv) {
   add_last(app, options, rc);
   add_show(app, options, rc);
   add_tail(app, options, rc);
+  add_suspects(app, options, rc);
   // (Add new subcommands above: `--last` must exclude every one of them.)
   CLI::Option* last_flag = add_top_level_last(app, options);
   // `--last` is a command of its own: refused with any other, before either runs.

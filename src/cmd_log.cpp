@@ -173,6 +173,8 @@ int command_last(const Options& options) {
 }
 
 int command_show(const Options& options) {
+  if (options.curl) return command_show_curl(options);
+  if (options.body_only) return command_show_body(options);
   LogContents log;
   if (!load(options, log)) return 1;
   try {

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <utility>
 
@@ -222,6 +223,132 @@ const LoggedExchange& find_exchange(const LogContents& log, const std::string& i
 
 nlohmann::json joined_json(const LoggedExchange& e) {
   return nlohmann::json{{"id", e.id}, {"request", e.request}, {"exchange", e.exchange}};
+}
+
+// ---- forensics ----
+
+bool decode_base64(std::string_view text, std::string& out) {
+  out.clear();
+  out.reserve(text.size() / 4 * 3);
+  std::uint32_t bits = 0;
+  int count = 0;    // 6-bit groups in `bits`
+  int padding = 0;  // '=' seen; only more '=' and whitespace may follow
+  for (char c : text) {
+    if (c == ' ' || c == '\n' || c == '\r' || c == '\t') continue;
+    int value = c >= 'A' && c <= 'Z' ? c - 'A'
+                : c >= 'a' && c <= 'z' ? c - 'a' + 26
+                : c >= '0' && c <= '9' ? c - '0' + 52
+                : c == '+' ? 62
+                : c == '/' ? 63
+                : c == '=' ? -2
+                           : -1;
+    if (value == -1) return false;
+    if (value == -2) {
+      ++padding;
+      continue;
+    }
+    if (padding > 0) return false;
+    bits = (bits << 6) | static_cast<std::uint32_t>(value);
+    if (++count == 4) {
+      out += static_cast<char>((bits >> 16) & 0xFF);
+      out += static_cast<char>((bits >> 8) & 0xFF);
+      out += static_cast<char>(bits & 0xFF);
+      bits = 0;
+      count = 0;
+    }
+  }
+  // A last group of 2 or 3 characters carries 1 or 2 bytes; padding, when present, completes it.
+  if (count == 1 || padding > 2 || (padding > 0 && count + padding != 4)) return false;
+  if (count == 2) out += static_cast<char>((bits >> 4) & 0xFF);
+  if (count == 3) {
+    out += static_cast<char>((bits >> 10) & 0xFF);
+    out += static_cast<char>((bits >> 2) & 0xFF);
+  }
+  return true;
+}
+
+std::string exact_request_body(const LoggedExchange& e) {
+  const nlohmann::json& r = e.request;
+  if (!r.is_object()) {
+    throw LogError(fmt::format("the request record of exchange {} is no longer in the log (rotated out), so its "
+                               "exact bytes are not on disk — raise --keep on `chatcap run` to keep more",
+                               e.id));
+  }
+  auto total_it = r.find("body_bytes");
+  const bool has_total = total_it != r.end() && total_it->is_number_integer() && total_it->get<std::int64_t>() >= 0;
+  const std::uint64_t total = has_total ? total_it->get<std::uint64_t>() : 0;
+  if (auto cut = r.find("body_truncated"); cut != r.end() && cut->is_boolean() && cut->get<bool>()) {
+    throw LogError(fmt::format("the request body of exchange {} was cut when it was recorded (body_truncated: {} "
+                               "bytes sent, only the first ones kept, see --max-body), so the exact request is "
+                               "not on disk and cannot be replayed — raise --max-body on `chatcap run` to keep "
+                               "such bodies whole",
+                               e.id, has_total ? std::to_string(total) : std::string("more")));
+  }
+  if (auto complete = r.find("complete"); complete != r.end() && complete->is_boolean() && !complete->get<bool>()) {
+    throw LogError(fmt::format("the request of exchange {} was not complete when it was recorded (the connection "
+                               "ended or the capture stopped mid-request), so the exact request is not on disk",
+                               e.id));
+  }
+  std::string body;
+  auto body_it = r.find("body");
+  if (body_it == r.end() || body_it->is_null()) {
+    if (has_total && total > 0) {
+      throw LogError(fmt::format("the request record of exchange {} has no body although {} bytes were sent", e.id,
+                                 total));
+    }
+    return body;
+  }
+  if (!body_it->is_string()) {
+    throw LogError(fmt::format("the request body of exchange {} is not a string in the log — the log was edited "
+                               "or written by an incompatible version",
+                               e.id));
+  }
+  if (string_field(r, "body_encoding") == "base64") {
+    if (!decode_base64(body_it->get_ref<const std::string&>(), body)) {
+      throw LogError(fmt::format("the request body of exchange {} is marked base64 but is not base64 — the log "
+                                 "was edited or damaged",
+                                 e.id));
+    }
+  } else {
+    body = body_it->get<std::string>();
+  }
+  if (has_total && total != body.size()) {
+    throw LogError(fmt::format("the log holds {} bytes of the request body of exchange {} but {} were sent, so the "
+                               "exact request is not on disk",
+                               body.size(), e.id, total));
+  }
+  return body;
+}
+
+std::vector<const LoggedExchange*> suspects_of(const nlohmann::json& server_down, const LogContents& log) {
+  std::vector<const LoggedExchange*> joined;
+  auto suspects = server_down.find("suspects");
+  if (suspects == server_down.end() || !suspects->is_array()) return joined;
+  std::unordered_map<std::string_view, const LoggedExchange*> by_id;
+  for (const LoggedExchange& e : log.exchanges) by_id.emplace(e.id, &e);
+  for (const nlohmann::json& s : *suspects) {
+    std::string id = s.is_object() ? string_field(s, "id") : std::string();
+    auto it = id.empty() ? by_id.end() : by_id.find(id);
+    joined.push_back(it == by_id.end() ? nullptr : it->second);
+  }
+  return joined;
+}
+
+nlohmann::json suspects_json(const nlohmann::json& server_down, const LogContents& log) {
+  std::vector<const LoggedExchange*> joined = suspects_of(server_down, log);
+  nlohmann::json list = nlohmann::json::array();
+  auto suspects = server_down.find("suspects");
+  for (std::size_t i = 0; i < joined.size(); ++i) {
+    const nlohmann::json& s = (*suspects)[i];
+    nlohmann::json entry = nlohmann::json::object();
+    entry["id"] = s.is_object() ? s.value("id", nlohmann::json()) : nlohmann::json();
+    entry["why"] = s.is_object() ? s.value("why", nlohmann::json()) : nlohmann::json();
+    entry["rank"] = i + 1;
+    entry["request"] = joined[i] != nullptr ? joined[i]->request : nlohmann::json();
+    entry["exchange"] = joined[i] != nullptr ? joined[i]->exchange : nlohmann::json();
+    list.push_back(std::move(entry));
+  }
+  return nlohmann::json{{"server_down", server_down}, {"suspects", std::move(list)}};
 }
 
 // ---- LogFollower ----

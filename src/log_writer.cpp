@@ -10,7 +10,10 @@
 #include <string>
 #include <vector>
 
+#include <set>
+
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 namespace chatcap {
 namespace {
@@ -98,11 +101,14 @@ void LogWriter::count_existing_exchanges() {
   if (whole < text.size() && ::ftruncate(current_fd_, static_cast<off_t>(whole)) == 0) {
     current_size_ = static_cast<off_t>(whole);
   }
+  std::set<std::string> ids;  // copies of a request carry the same id: count it once
   for (std::size_t at = 0; at < whole;) {
     std::size_t end = text.find('\n', at);
-    if (text.substr(at, end - at).starts_with(kRequestPrefix)) ++exchanges_in_current_;
+    nlohmann::json record = nlohmann::json::parse(text.substr(at, end - at), nullptr, false);
+    if (record.is_object() && record.value("type", "") == "request") ids.insert(record.value("id", ""));
     at = end + 1;
   }
+  exchanges_in_current_ = ids.size();
 }
 
 bool LogWriter::append(std::string_view line, Location* where) {

@@ -3,12 +3,16 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdint>
 #include <cstdlib>
 #include <iterator>
+#include <stdexcept>
 #include <vector>
 
 #include <fmt/format.h>
+
+#include "chatcap/errors.hpp"
 
 namespace chatcap {
 namespace {
@@ -390,6 +394,155 @@ void put_response(Out& out, const LoggedExchange& e, Detail detail) {
   }
 }
 
+// ---- `chatcap suspects` ----
+
+std::string kind_text(std::string_view kind) {
+  if (kind == "process_exit") return "the server process exited (process_exit)";
+  if (kind == "engine_dead") return "the engine died, requests answered 500 (engine_dead)";
+  return escape_control(kind);
+}
+
+// The structured-output request of a suspect on a line of its own: what kills servers.
+void put_structured_output_line(Out& out, const LoggedExchange& e, std::string_view id) {
+  const json* summary = field(e.request, "summary");
+  if (summary == nullptr) {
+    out.line("  " + out.paint(sgr::dim, "structured_output: unknown (no request summary: the body is not JSON, "
+                                        "was cut, or its record is gone)"));
+    return;
+  }
+  const json* so = field(*summary, "structured_output");
+  if (so == nullptr) {
+    out.line("  " + out.paint(sgr::dim, "structured_output: none"));
+    return;
+  }
+  Clipped clipped = clip_lines(dump(*so), 1, 2 * kBriefLineBytes);
+  out.line("  " + out.paint(sgr::bold_magenta, "structured_output: " + escape_control(clipped.text)));
+  if (clipped.cut_lines > 0) {
+    out.line(out.paint(sgr::dim, fmt::format("    … cut at {} bytes (chatcap show {})", 2 * kBriefLineBytes, id)));
+  }
+}
+
+std::string suspect_block(const json& s, const LoggedExchange* e, std::size_t rank, std::size_t count,
+                          const RenderStyle& style) {
+  std::string id = escape_control(text_of(s, "id"));
+  Out out(style, id);
+  std::string why = escape_control(text_of(s, "why"));
+  out.line(out.paint(sgr::bold, fmt::format("#{} of {}  id {}", rank, count, id.empty() ? "?" : id)) + "  " +
+           out.paint(sgr::bold_yellow, why));
+  std::string where;
+  if (field(s, "client") != nullptr) where += fmt::format("client {}", escape_control(text_of(s, "client")));
+  std::string sent = e != nullptr ? text_of(e->request, "ts") : std::string();
+  if (!sent.empty()) {
+    where += fmt::format("{}request sent {}", where.empty() ? "" : "  ", display_time(sent));
+  } else if (field(s, "request_ts") != nullptr) {
+    where += fmt::format("{}request complete {}", where.empty() ? "" : "  ", display_time(text_of(s, "request_ts")));
+  }
+  if (const json* tokens = field(s, "token_events")) {
+    where += fmt::format("{}{} token events before the death", where.empty() ? "" : "  ", escape_control(dump(*tokens)));
+  }
+  if (is_true(s, "in_flight")) where += fmt::format("{}still in flight then", where.empty() ? "" : "  ");
+  if (!where.empty()) out.line("  " + where);
+  if (e == nullptr) {
+    out.line("  " + out.paint(sgr::dim, "no record of this request in the log any more (rotated out)"));
+    return out.take();
+  }
+  put_request_line(out, *e, Detail::brief);
+  put_summary(out, *e);
+  put_structured_output_line(out, *e, id);
+  put_timing(out, e->exchange);
+  put_anomalies_and_errors(out, *e);
+  put_body(out, "request body", e->request, false);
+  put_response(out, *e, Detail::brief);
+  return out.take();
+}
+
+// ---- `chatcap show ID --curl` ----
+
+std::string base64_lines(std::string_view bytes, std::size_t line_chars = 76) {
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string encoded;
+  encoded.reserve((bytes.size() + 2) / 3 * 4);
+  for (std::size_t i = 0; i < bytes.size(); i += 3) {
+    std::uint32_t n = static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i])) << 16;
+    if (i + 1 < bytes.size()) n |= static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i + 1])) << 8;
+    if (i + 2 < bytes.size()) n |= static_cast<unsigned char>(bytes[i + 2]);
+    encoded += kAlphabet[(n >> 18) & 63];
+    encoded += kAlphabet[(n >> 12) & 63];
+    encoded += i + 1 < bytes.size() ? kAlphabet[(n >> 6) & 63] : '=';
+    encoded += i + 2 < bytes.size() ? kAlphabet[n & 63] : '=';
+  }
+  std::string out;
+  for (std::size_t i = 0; i < encoded.size(); i += line_chars) {
+    out.append(encoded, i, line_chars);
+    out += '\n';
+  }
+  return out;
+}
+
+bool iequal(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+bool is_token(std::string_view text) {
+  if (text.empty()) return false;
+  return std::all_of(text.begin(), text.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+  });
+}
+
+// What `Connection:` and the like name: headers for one hop, which curl manages itself.
+bool is_hop_by_hop(std::string_view name, const std::vector<std::string>& nominated) {
+  static constexpr std::string_view kHopByHop[] = {"connection", "keep-alive",       "transfer-encoding",
+                                                   "te",         "trailer",          "upgrade",
+                                                   "proxy-connection", "content-length"};
+  for (std::string_view h : kHopByHop) {
+    if (iequal(name, h)) return true;
+  }
+  return std::any_of(nominated.begin(), nominated.end(), [&](const std::string& n) { return iequal(name, n); });
+}
+
+// "<redacted sha256:1a2b3c4d>", what the recorder writes in place of a credential.
+bool is_redacted(std::string_view value) {
+  constexpr std::string_view kPrefix = "<redacted sha256:";
+  if (!value.starts_with(kPrefix) || !value.ends_with('>') || value.size() == kPrefix.size() + 1) return false;
+  std::string_view hex = value.substr(kPrefix.size(), value.size() - kPrefix.size() - 1);
+  return std::all_of(hex.begin(), hex.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
+}
+
+// CHATCAP_AUTHORIZATION for "Authorization"; unique among `taken`.
+std::string variable_for(std::string_view header, std::vector<std::string>& taken) {
+  std::string name = "CHATCAP_";
+  for (char c : header) name += std::isalnum(static_cast<unsigned char>(c)) ? static_cast<char>(std::toupper(static_cast<unsigned char>(c))) : '_';
+  std::string unique = name;
+  for (int n = 2; std::find(taken.begin(), taken.end(), unique) != taken.end(); ++n) unique = fmt::format("{}_{}", name, n);
+  taken.push_back(unique);
+  return unique;
+}
+
+// A server address as the recorder writes it: "127.0.0.1:8077", "[::1]:8077", a host name.
+bool is_authority(std::string_view server) {
+  return !server.empty() && std::all_of(server.begin(), server.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || std::string_view(".:-[]").find(c) != std::string_view::npos;
+  });
+}
+
+// A target curl sends exactly as written in the URL (with --globoff --path-as-is): origin
+// form, printable ASCII, no '#' (curl would cut a fragment off).
+bool url_safe_target(std::string_view target) {
+  return target.starts_with('/') && std::all_of(target.begin(), target.end(), [](char c) {
+           auto b = static_cast<unsigned char>(c);
+           return b > 0x20 && b < 0x7F && c != '#';
+         });
+}
+
+[[noreturn]] void cannot_replay(const std::string& id, std::string_view why) {
+  throw LogError(fmt::format("exchange {} cannot be replayed with curl: {} — use `chatcap show {} --body` for the "
+                             "body bytes",
+                             escape_control(id), why, escape_control(id)));
+}
+
 }  // namespace
 
 RenderStyle RenderStyle::for_stdout() {
@@ -514,6 +667,183 @@ std::string render_server_down(const json& record, const RenderStyle& style) {
     }
   }
   return out.take();
+}
+
+
+std::string render_suspects(const json& down, const std::vector<const LoggedExchange*>& joined,
+                            const RenderStyle& style) {
+  Out out(style, "");
+  std::string head = fmt::format("✖ server {} down at {}", escape_control(text_of(down, "server")),
+                                 display_time(text_of(down, "ts")));
+  if (field(down, "kind") != nullptr) head += " — " + kind_text(text_of(down, "kind"));
+  out.line(out.paint(sgr::bold_red, head));
+  if (const json* evidence = field(down, "evidence"); evidence != nullptr && evidence->is_array()) {
+    for (const json& item : *evidence) {
+      out.labelled("evidence", escape_control(item.is_string() ? item.get<std::string>() : dump(item)));
+    }
+  }
+  const json* suspects = field(down, "suspects");
+  std::size_t count = suspects != nullptr && suspects->is_array() ? suspects->size() : 0;
+  if (count == 0) {
+    out.line("  no suspects: no request was in flight at the death");
+    return out.take();
+  }
+  out.line(fmt::format("  {} suspect{}, likeliest first ({}).", count, count == 1 ? "" : "s",
+                       out.paint(sgr::dim, "`chatcap show ID` shows one in full, `chatcap show ID --curl` replays it")));
+  std::string text = out.take();
+  for (std::size_t i = 0; i < count; ++i) {
+    text += '\n';
+    text += suspect_block((*suspects)[i], i < joined.size() ? joined[i] : nullptr, i + 1, count, style);
+  }
+  return text;
+}
+
+std::string shell_quote(std::string_view text) {
+  if (text.find('\0') != std::string_view::npos) {
+    throw std::invalid_argument("a NUL byte cannot be part of a shell word");
+  }
+  if (escape_control(text) == text) {
+    // Printable text (UTF-8 included): single quotes, inside which nothing is special.
+    std::string out = "'";
+    for (char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return out + "'";
+  }
+  // Control characters, bytes that are not UTF-8, bidi overrides: bash's $'...' with every
+  // byte that is not printable ASCII written \xHH ('!' too, for interactive history).
+  std::string out = "$'";
+  for (char c : text) {
+    auto b = static_cast<unsigned char>(c);
+    if (c == '\\' || c == '\'') {
+      out += '\\';
+      out += c;
+    } else if (b >= 0x20 && b < 0x7F && c != '!') {
+      out += c;
+    } else {
+      fmt::format_to(std::back_inserter(out), "\\x{:02x}", b);
+    }
+  }
+  return out + "'";
+}
+
+std::string curl_command(const LoggedExchange& e) {
+  const std::string body = exact_request_body(e);  // throws when the exact bytes are not on disk
+  const json& r = e.request;
+  const std::string method = text_of(r, "method");
+  const std::string server = text_of(r, "server");
+  const std::string target = text_of(r, "target");
+  if (!is_token(method)) cannot_replay(e.id, fmt::format("its method \"{}\" is not an HTTP method", escape_control(method)));
+  if (!is_authority(server)) cannot_replay(e.id, fmt::format("its server \"{}\" is not an address", escape_control(server)));
+  if (target.empty() || target.find_first_of(std::string_view("\0\r\n", 3)) != std::string::npos) {
+    cannot_replay(e.id, "its request target is empty or holds a NUL or a line break");
+  }
+
+  // The headers to send, in their order; credentials the log redacted become variables.
+  struct Credential {
+    std::string header, variable, placeholder;
+  };
+  std::vector<Credential> credentials;
+  std::vector<std::string> variables;
+  std::vector<std::string> header_args;
+  std::vector<std::string> nominated;  // headers named by Connection: (hop-by-hop too)
+  bool has_host = false, has_user_agent = false, has_accept = false, has_content_type = false, has_expect = false;
+  bool declared_body = false, chunked = false;
+  const json* headers = field(r, "headers");
+  if (headers != nullptr && headers->is_array()) {
+    for (const json& h : *headers) {
+      if (h.is_array() && h.size() == 2 && h[0].is_string() && h[1].is_string() && iequal(h[0].get<std::string>(), "connection")) {
+        std::string value = h[1].get<std::string>();
+        for (std::size_t start = 0; start <= value.size();) {
+          std::size_t comma = value.find(',', start);
+          std::string item = value.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+          item.erase(0, item.find_first_not_of(" \t"));
+          item.erase(item.find_last_not_of(" \t") + 1);
+          if (!item.empty()) nominated.push_back(item);
+          if (comma == std::string::npos) break;
+          start = comma + 1;
+        }
+      }
+    }
+    for (const json& h : *headers) {
+      if (!h.is_array() || h.size() != 2 || !h[0].is_string() || !h[1].is_string()) {
+        cannot_replay(e.id, "a request header in the log is not a [name, value] pair");
+      }
+      const std::string name = h[0].get<std::string>();
+      const std::string value = h[1].get<std::string>();
+      if (!is_token(name)) cannot_replay(e.id, fmt::format("its header name \"{}\" is not a token", escape_control(name)));
+      if (value.find_first_of(std::string_view("\0\r\n", 3)) != std::string::npos) {
+        cannot_replay(e.id, fmt::format("its header {} holds a NUL or a line break", escape_control(name)));
+      }
+      if (iequal(name, "content-length")) declared_body = true;
+      if (iequal(name, "transfer-encoding")) declared_body = chunked = true;
+      if (is_hop_by_hop(name, nominated)) continue;
+      if (iequal(name, "host")) {
+        has_host = true;
+        if (iequal(value, server)) continue;  // what curl sends for the URL anyway
+      }
+      has_user_agent |= iequal(name, "user-agent");
+      has_accept |= iequal(name, "accept");
+      has_content_type |= iequal(name, "content-type");
+      has_expect |= iequal(name, "expect");
+      if (is_redacted(value)) {
+        Credential c{name, variable_for(name, variables), value};
+        // "Name:" alone makes curl send no such header: the credential is left out while
+        // the variable is unset.
+        header_args.push_back(fmt::format("-H {}\"${{{}:+ ${{{}}}}}\"", shell_quote(name + ":"), c.variable, c.variable));
+        credentials.push_back(std::move(c));
+      } else if (value.empty()) {
+        header_args.push_back("-H " + shell_quote(name + ";"));  // curl's way to send "Name:"
+      } else {
+        header_args.push_back("-H " + shell_quote(name + ": " + value));
+      }
+    }
+  }
+  const bool send_body = !body.empty() || declared_body;
+  // Headers curl adds on its own that the original request did not have.
+  if (!has_host) header_args.push_back("-H 'Host:'");
+  if (!has_user_agent) header_args.push_back("-H 'User-Agent:'");
+  if (!has_accept) header_args.push_back("-H 'Accept:'");
+  if (send_body && !has_content_type) header_args.push_back("-H 'Content-Type:'");
+  if (send_body && !has_expect) header_args.push_back("-H 'Expect:'");
+
+  std::string out;
+  auto comment = [&out](std::string_view text) { out += "# " + escape_control(text) + "\n"; };
+  comment(fmt::format("chatcap: replay of exchange {}: {} {} to {}, sent by {} at {}, {} body bytes", e.id, method,
+                      target, server, text_of(r, "client"), text_of(r, "ts"), body.size()));
+  comment("The body is base64 of the exact bytes in a quoted here-document: nothing in it is shell text.");
+  if (chunked) comment("The original body was sent chunked; curl sends it with a Content-Length.");
+  for (const Credential& c : credentials) {
+    comment(fmt::format("{} was redacted in the log ({}); to send it, first: export {}='<the credential>'", c.header,
+                        c.placeholder, c.variable));
+  }
+  for (const Credential& c : credentials) {
+    out += fmt::format("[ -n \"${{{}-}}\" ] || echo {} >&2\n", c.variable,
+                       shell_quote(fmt::format("chatcap replay: {} is not set: sending the request without its {} "
+                                               "header",
+                                               c.variable, c.header)));
+  }
+  constexpr std::string_view kDelimiter = "CHATCAP_BODY_EOF";  // '_' never occurs in base64
+  if (!body.empty()) out += fmt::format("base64 -d <<'{}' | ", kDelimiter);
+  out += "curl -q --silent --show-error --no-buffer --globoff --path-as-is --noproxy '*'";
+  if (text_of(r, "version") == "1.0") out += " --http1.0";
+  out += " \\\n  ";
+  out += method == "HEAD" ? std::string("--head") : "-X " + shell_quote(method);
+  if (url_safe_target(target)) {
+    out += " " + shell_quote("http://" + server + target);
+  } else {
+    out += " " + shell_quote("http://" + server + "/") + " --request-target " + shell_quote(target);
+  }
+  for (const std::string& arg : header_args) out += " \\\n  " + arg;
+  if (!body.empty()) {
+    out += " \\\n  --data-binary @-\n";
+    out += base64_lines(body);
+    out += kDelimiter;
+    out += '\n';
+  } else if (send_body) {
+    out += " \\\n  --data-binary ''\n";
+  } else {
+    out += '\n';
+  }
+  return out;
 }
 
 }  // namespace chatcap

@@ -19,4 +19,12 @@ int command_last(const Options& options);
 int command_show(const Options& options);
 int command_tail(const Options& options);
 
+// Crash forensics (cmd_forensics.cpp), from the log files alone:
+//   `suspects [--all]`: the suspects of the latest server_down record (every one with --all);
+//   `show ID --curl`: a bash command replaying the exact request; `show ID --body`: its raw
+//   body bytes. command_show() hands those two flags to these.
+int command_suspects(const Options& options);
+int command_show_curl(const Options& options);
+int command_show_body(const Options& options);
+
 }  // namespace chatcap

@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -63,5 +64,35 @@ std::string render_request_line(const nlohmann::json& request, const RenderStyle
 
 // A "server_down" record: when, which server, evidence and suspects, as a few lines.
 std::string render_server_down(const nlohmann::json& record, const RenderStyle& style);
+
+// `chatcap suspects`: one server death — a header (time, server, kind, evidence) then each
+// suspect in the record's order (likeliest first): rank, id, why, client, request time, the
+// request summary with its structured output on a line of its own, the request body (pretty
+// JSON, clipped like `last`), the exchange's state, anomalies and answer. `joined[i]` is the
+// logged exchange of the record's i-th suspect, nullptr when it is not in the log (see
+// suspects_of()).
+std::string render_suspects(const nlohmann::json& server_down, const std::vector<const LoggedExchange*>& joined,
+                            const RenderStyle& style);
+
+// `text` as one bash word that stands for exactly those bytes, nothing ever expanded:
+// 'single quoted' ('\'' for a quote) when it is printable text, else $'...' with \xHH for every
+// byte that is not printable ASCII (so the command shows no control character or bidi
+// override on a terminal either). Throws std::invalid_argument for a NUL byte, which no
+// shell word can hold.
+std::string shell_quote(std::string_view text);
+
+// `chatcap show ID --curl`: a bash command that sends the recorded request again, the same
+// method, target, headers and byte-exact body, to the server it went to:
+//   base64 -d <<'CHATCAP_BODY_EOF' | curl -q ... -X 'POST' 'http://SERVER/TARGET' -H '...' --data-binary @-
+//   <the body, base64, in a quoted here-document>
+//   CHATCAP_BODY_EOF
+// Every captured value is a shell_quote()d word; the body never is shell text at all.
+// Hop-by-hop headers and Content-Length are left to curl; curl's own User-Agent, Accept,
+// Content-Type and Expect are removed when the original request had none; Host is sent
+// only when it differs from the URL's authority. A redacted credential becomes
+// "${CHATCAP_<NAME>}", with a comment saying to export it (left out while unset).
+// Throws LogError when the exact request is not on disk (see exact_request_body()) or
+// cannot be expressed as a curl command (a NUL or a line break in a header, say).
+std::string curl_command(const LoggedExchange& exchange);
 
 }  // namespace chatcap
