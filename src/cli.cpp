@@ -200,6 +200,7 @@ int run_cli(int argc, char** argv) {
   CLI::App app{"chatcap — a passive recorder of LLM API traffic (OpenAI-compatible HTTP on loopback)"};
   app.set_version_flag("--version", std::string("chatcap ") + CHATCAP_VERSION);
   app.set_config("--config", kDefaultConfig, "read flags from this file (same keys as the flags)", false);
+  app.allow_config_extras(CLI::config_extras_mode::error);  // a mistyped key is an error, not ignored
   app.require_subcommand(0, 1);
   add_run(app, options, rc);
   add_read(app, options, rc);
@@ -223,6 +224,10 @@ int run_cli(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
+  } catch (const CLI::ConfigError& e) {
+    fmt::print(stderr, "chatcap: config file: {} — its keys are the flag names (`chatcap run --help`), under [run] for run\n",
+               e.what());
+    return 2;
   } catch (const CLI::ParseError& e) {
     int code = app.exit(e);
     return code == 0 ? 0 : 2;  // --help and --version are 0; every usage error is 2

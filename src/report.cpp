@@ -745,7 +745,8 @@ std::string curl_command(const LoggedExchange& e) {
   std::vector<std::string> variables;
   std::vector<std::string> header_args;
   std::vector<std::string> nominated;  // headers named by Connection: (hop-by-hop too)
-  bool has_host = false, has_user_agent = false, has_accept = false, has_content_type = false, has_expect = false;
+  bool has_host = false, has_user_agent = false, has_accept = false, has_content_type = false, has_expect = false,
+       has_accept_encoding = false;
   bool declared_body = false, chunked = false;
   const json* headers = field(r, "headers");
   if (headers != nullptr && headers->is_array()) {
@@ -784,6 +785,7 @@ std::string curl_command(const LoggedExchange& e) {
       has_accept |= iequal(name, "accept");
       has_content_type |= iequal(name, "content-type");
       has_expect |= iequal(name, "expect");
+      has_accept_encoding |= iequal(name, "accept-encoding");
       if (is_redacted(value)) {
         Credential c{name, variable_for(name, variables), value};
         // "Name:" alone makes curl send no such header: the credential is left out while
@@ -825,6 +827,8 @@ std::string curl_command(const LoggedExchange& e) {
   if (!body.empty()) out += fmt::format("base64 -d <<'{}' | ", kDelimiter);
   out += "curl -q --silent --show-error --no-buffer --globoff --path-as-is --noproxy '*'";
   if (text_of(r, "version") == "1.0") out += " --http1.0";
+  // The header is sent as recorded; --compressed only makes curl decode the answer.
+  if (has_accept_encoding) out += " --compressed";
   out += " \\\n  ";
   out += method == "HEAD" ? std::string("--head") : "-X " + shell_quote(method);
   if (url_safe_target(target)) {

@@ -90,7 +90,8 @@ std::string shell_quote(std::string_view text);
 // Hop-by-hop headers and Content-Length are left to curl; curl's own User-Agent, Accept,
 // Content-Type and Expect are removed when the original request had none; Host is sent
 // only when it differs from the URL's authority. A redacted credential becomes
-// "${CHATCAP_<NAME>}", with a comment saying to export it (left out while unset).
+// "${CHATCAP_<NAME>}", with a comment saying to export it (left out while unset). With an
+// Accept-Encoding header, --compressed lets curl decode the answer it asked for.
 // Throws LogError when the exact request is not on disk (see exact_request_body()) or
 // cannot be expressed as a curl command (a NUL or a line break in a header, say).
 std::string curl_command(const LoggedExchange& exchange);
