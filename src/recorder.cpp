@@ -8,10 +8,11 @@
 #include <nlohmann/json.hpp>
 #include <simdjson.h>
 
+#include "chatcap/json_writer.hpp"
+
 namespace chatcap {
 namespace {
 
-using json = nlohmann::ordered_json;
 
 bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() &&
@@ -45,80 +46,86 @@ std::string sha256_hex(std::string_view bytes) {
   return hex;
 }
 
-json headers_json(const std::vector<Header>& headers, bool redact) {
-  json out = json::array();
+void put_headers(JsonWriter& w, const std::vector<Header>& headers, bool redact) {
+  w.begin_array();
   for (const Header& h : headers) {
     bool hide = redact && is_credential_header(h.name);
-    out.push_back(json::array({h.name, hide ? redact_value(h.value) : h.value}));
+    w.begin_array().string(h.name).string(hide ? redact_value(h.value) : h.value).end_array();
   }
-  return out;
+  w.end_array();
 }
 
 // Body as the record keeps it: byte-exact text, or base64 when it is not UTF-8.
-void put_body(json& record, const Body& body) {
+void put_body(JsonWriter& w, const Body& body) {
   if (simdjson::validate_utf8(body.bytes.data(), body.bytes.size())) {
-    record["body"] = body.bytes;
+    w.field("body", body.bytes);
   } else {
-    record["body"] = base64(body.bytes);
-    record["body_encoding"] = "base64";
+    w.field("body", base64(body.bytes)).field("body_encoding", "base64");
   }
-  record["body_bytes"] = body.total;
-  if (body.truncated) record["body_truncated"] = true;
+  w.field("body_bytes", body.total);
+  if (body.truncated) w.field("body_truncated", true);
 }
 
-json anomalies_json(const Exchange& ex) {
+void put_anomalies(JsonWriter& w, const Exchange& ex) {
   std::uint32_t anomalies = ex.anomalies;
   if (ex.request.body.truncated || ex.response.body.truncated) anomalies |= bit(Anomaly::body_truncated);
-  json out = json::array();
-  for (std::string_view name : anomaly_names(anomalies)) out.push_back(name);
-  return out;
+  w.key("anomalies").begin_array();
+  for (std::string_view name : anomaly_names(anomalies)) w.string(name);
+  w.end_array();
 }
 
-// Raw JSON text (from simdjson) embedded as a value; text that does not parse is kept as a string.
-json embed_raw(const std::string& text) {
-  if (text.empty()) return nullptr;
-  json value = json::parse(text, nullptr, false);
-  return value.is_discarded() ? json(text) : value;
-}
-
-json summary_json(const RequestSummary& s) {
-  json out = json::object();
-  if (!s.model.empty()) out["model"] = s.model;
-  if (s.stream) out["stream"] = *s.stream;
-  if (s.max_tokens) out["max_tokens"] = *s.max_tokens;
-  out["messages"] = s.messages;
-  if (s.n) out["n"] = *s.n;
-  out["tools"] = s.tools;
-  if (!s.structured_output_json.empty()) out["structured_output"] = embed_raw(s.structured_output_json);
-  return out;
-}
-
-json tool_calls_json(const std::vector<ToolCallDelta>& calls) {
-  json out = json::array();
-  for (const ToolCallDelta& call : calls) {
-    json c = {{"index", call.index}, {"id", call.id}, {"type", call.type}, {"name", call.name},
-              {"arguments", call.arguments}};
-    out.push_back(std::move(c));
+// Raw JSON text read by simdjson's on-demand API, which does not validate what it skips:
+// embedded as a value only once it is known to be valid JSON, else kept as a string.
+void put_raw_or_null(JsonWriter& w, const std::string& text) {
+  if (text.empty()) {
+    w.null();
+  } else if (nlohmann::json::accept(text)) {
+    w.raw(text);
+  } else {
+    w.string(text);
   }
-  return out;
 }
 
-json answer_json(const ChatAnswer& a, bool streamed) {
-  json out = json::object();
-  if (streamed) {
-    out["events"] = a.events;
-    out["done"] = a.done;
+void put_summary(JsonWriter& w, const RequestSummary& s) {
+  w.key("summary").begin_object();
+  if (!s.model.empty()) w.field("model", s.model);
+  if (s.stream) w.field("stream", *s.stream);
+  if (s.max_tokens) w.field("max_tokens", *s.max_tokens);
+  w.field("messages", s.messages);
+  if (s.n) w.field("n", *s.n);
+  w.field("tools", s.tools);
+  if (!s.structured_output_json.empty()) {
+    w.key("structured_output");
+    put_raw_or_null(w, s.structured_output_json);
   }
-  out["content"] = a.content;
-  out["reasoning"] = a.reasoning;
-  out["tool_calls"] = tool_calls_json(a.tool_calls);
-  out["finish_reason"] = a.finish_reason.empty() ? json(nullptr) : json(a.finish_reason);
-  out["usage"] = embed_raw(a.usage_json);
-  out["error"] = embed_raw(a.error_json);
-  if (!a.model.empty()) out["model"] = a.model;
-  if (a.bad_events > 0) out["bad_events"] = a.bad_events;
-  if (a.text_truncated) out["text_truncated"] = true;
-  return out;
+  w.end_object();
+}
+
+void put_answer(JsonWriter& w, const ChatAnswer& a, bool streamed) {
+  w.key(streamed ? "sse" : "answer").begin_object();
+  if (streamed) w.field("events", a.events).field("done", a.done);
+  w.field("content", a.content).field("reasoning", a.reasoning);
+  w.key("tool_calls").begin_array();
+  for (const ToolCallDelta& call : a.tool_calls) {
+    w.begin_object()
+        .field("index", call.index)
+        .field("id", call.id)
+        .field("type", call.type)
+        .field("name", call.name)
+        .field("arguments", call.arguments)
+        .end_object();
+  }
+  w.end_array();
+  w.key("finish_reason");
+  a.finish_reason.empty() ? w.null() : w.string(a.finish_reason);
+  w.key("usage");
+  put_raw_or_null(w, a.usage_json);
+  w.key("error");
+  put_raw_or_null(w, a.error_json);
+  if (!a.model.empty()) w.field("model", a.model);
+  if (a.bad_events > 0) w.field("bad_events", a.bad_events);
+  if (a.text_truncated) w.field("text_truncated", true);
+  w.end_object();
 }
 
 bool answer_has_something(const ChatAnswer& a) {
@@ -126,31 +133,40 @@ bool answer_has_something(const ChatAnswer& a) {
          !a.error_json.empty() || !a.usage_json.empty();
 }
 
-json optional_ms(timestamp_us from, timestamp_us to) {
-  if (from == 0 || to == 0) return nullptr;
-  return millis_between(from, to);
+void put_ms(JsonWriter& w, std::string_view name, timestamp_us from, timestamp_us to) {
+  w.key(name);
+  if (from == 0 || to == 0) {
+    w.null();
+  } else {
+    w.number(millis_between(from, to));
+  }
 }
 
-json timing_json(const Exchange& ex) {
+void put_timing(JsonWriter& w, const Exchange& ex) {
   const ExchangeTimes& t = ex.times;
   timestamp_us origin = t.request_end != 0 ? t.request_end : t.request_start;
-  json out = json::object();
-  out["request_ms"] = optional_ms(t.request_start, t.request_end);
-  out["ttfb_ms"] = optional_ms(origin, t.response_start);
-  out["ttft_ms"] = optional_ms(origin, ex.answer.first_token_ts);
-  out["duration_ms"] = optional_ms(t.request_start, t.response_end);
-  auto p50 = ex.answer.gap_percentile_ms(50);
-  auto p99 = ex.answer.gap_percentile_ms(99);
-  out["itl_ms_p50"] = p50 ? json(*p50) : json(nullptr);
-  out["itl_ms_p99"] = p99 ? json(*p99) : json(nullptr);
-  return out;
+  w.key("timing").begin_object();
+  put_ms(w, "request_ms", t.request_start, t.request_end);
+  put_ms(w, "ttfb_ms", origin, t.response_start);
+  put_ms(w, "ttft_ms", origin, ex.answer.first_token_ts);
+  put_ms(w, "duration_ms", t.request_start, t.response_end);
+  for (auto [name, percentile] : {std::pair{"itl_ms_p50", 50.0}, std::pair{"itl_ms_p99", 99.0}}) {
+    auto value = ex.answer.gap_percentile_ms(percentile);
+    w.key(name);
+    value ? w.number(*value) : w.null();
+  }
+  w.end_object();
 }
 
-std::string finish_line(const json& record) {
-  // Headers and targets may hold bytes that are not UTF-8; bodies were already made safe.
-  std::string line = record.dump(-1, ' ', false, json::error_handler_t::replace);
-  line += '\n';
-  return line;
+void put_common(JsonWriter& w, std::string_view type, const Exchange& ex, timestamp_us ts) {
+  w.field("type", type)
+      .field("id", ex.id)
+      .field("seq", ex.seq)
+      .field("ts", format_timestamp(ts))
+      .field("client", ex.client.to_string())
+      .field("server", ex.server.to_string())
+      .field("method", ex.request.method)
+      .field("target", ex.request.target);
 }
 
 }  // namespace
@@ -177,78 +193,90 @@ std::string redact_value(std::string_view value) {
   return fmt::format("<redacted sha256:{}>", sha256_hex(value).substr(0, 8));
 }
 
-std::string format_request_record(const Exchange& ex, bool redact) {
-  json r = json::object();
-  r["type"] = "request";
-  r["id"] = ex.id;
-  r["seq"] = ex.seq;
-  r["ts"] = format_timestamp(ex.times.request_start);
-  r["client"] = ex.client.to_string();
-  r["server"] = ex.server.to_string();
-  r["method"] = ex.request.method;
-  r["target"] = ex.request.target;
-  r["version"] = ex.request.version;
-  r["complete"] = ex.request.complete;
-  r["headers"] = headers_json(ex.request.headers, redact);
-  put_body(r, ex.request.body);
+void format_request_record(const Exchange& ex, bool redact, std::string& out) {
+  JsonWriter w(out);
+  w.begin_object();
+  put_common(w, "request", ex, ex.times.request_start);
+  w.field("version", ex.request.version).field("complete", ex.request.complete);
+  w.key("headers");
+  put_headers(w, ex.request.headers, redact);
+  put_body(w, ex.request.body);
   if (ex.request.complete && !ex.request.body.truncated) {
     RequestSummary summary = summarize_chat_request(ex.request.body.bytes);
-    if (summary.json_valid) r["summary"] = summary_json(summary);
+    if (summary.json_valid) put_summary(w, summary);
   }
-  r["anomalies"] = anomalies_json(ex);
-  if (!ex.error.empty()) r["error"] = ex.error;
-  return finish_line(r);
+  put_anomalies(w, ex);
+  if (!ex.error.empty()) w.field("error", ex.error);
+  w.end_object();
+  out += '\n';
+}
+
+void format_exchange_record(const Exchange& ex, bool redact, std::string& out) {
+  JsonWriter w(out);
+  w.begin_object();
+  put_common(w, "exchange", ex, ex.times.response_end != 0 ? ex.times.response_end : ex.times.request_start);
+  w.field("state", to_string(ex.state)).field("status", ex.response.status);
+  if (!ex.response.reason.empty()) w.field("reason", ex.response.reason);
+  if (!ex.response.interim_statuses.empty()) {
+    w.key("interim").begin_array();
+    for (int status : ex.response.interim_statuses) w.number(static_cast<std::int64_t>(status));
+    w.end_array();
+  }
+  w.key("response_headers");
+  put_headers(w, ex.response.headers, redact);
+  put_body(w, ex.response.body);
+  if (ex.response.event_stream) {
+    put_answer(w, ex.answer, true);
+  } else if (answer_has_something(ex.answer)) {
+    put_answer(w, ex.answer, false);
+  }
+  put_timing(w, ex);
+  put_anomalies(w, ex);
+  if (ex.close_reason != CloseReason::none) w.field("close", to_string(ex.close_reason));
+  if (ex.gap_bytes > 0) w.field("gap_bytes", ex.gap_bytes);
+  if (!ex.error.empty()) w.field("error", ex.error);
+  w.end_object();
+  out += '\n';
+}
+
+std::string format_request_record(const Exchange& ex, bool redact) {
+  std::string out;
+  format_request_record(ex, redact, out);
+  return out;
 }
 
 std::string format_exchange_record(const Exchange& ex, bool redact) {
-  json r = json::object();
-  r["type"] = "exchange";
-  r["id"] = ex.id;
-  r["seq"] = ex.seq;
-  r["ts"] = format_timestamp(ex.times.response_end != 0 ? ex.times.response_end : ex.times.request_start);
-  r["client"] = ex.client.to_string();
-  r["server"] = ex.server.to_string();
-  r["method"] = ex.request.method;
-  r["target"] = ex.request.target;
-  r["state"] = to_string(ex.state);
-  r["status"] = ex.response.status;
-  if (!ex.response.reason.empty()) r["reason"] = ex.response.reason;
-  if (!ex.response.interim_statuses.empty()) r["interim"] = ex.response.interim_statuses;
-  r["response_headers"] = headers_json(ex.response.headers, redact);
-  put_body(r, ex.response.body);
-  bool streamed = ex.response.event_stream;
-  if (streamed) {
-    r["sse"] = answer_json(ex.answer, true);
-  } else if (answer_has_something(ex.answer)) {
-    r["answer"] = answer_json(ex.answer, false);
-  }
-  r["timing"] = timing_json(ex);
-  r["anomalies"] = anomalies_json(ex);
-  if (ex.close_reason != CloseReason::none) r["close"] = to_string(ex.close_reason);
-  if (ex.gap_bytes > 0) r["gap_bytes"] = ex.gap_bytes;
-  if (!ex.error.empty()) r["error"] = ex.error;
-  return finish_line(r);
+  std::string out;
+  format_exchange_record(ex, redact, out);
+  return out;
 }
 
 std::string format_server_down_record(const ServerDown& down) {
-  json r = json::object();
-  r["type"] = "server_down";
-  r["ts"] = format_timestamp(down.ts);
-  r["server"] = down.server.to_string();
-  r["kind"] = down.kind;
-  r["evidence"] = down.evidence;
-  json suspects = json::array();
+  std::string out;
+  JsonWriter w(out);
+  w.begin_object()
+      .field("type", "server_down")
+      .field("ts", format_timestamp(down.ts))
+      .field("server", down.server.to_string())
+      .field("kind", down.kind);
+  w.key("evidence").begin_array();
+  for (const std::string& line : down.evidence) w.string(line);
+  w.end_array();
+  w.key("suspects").begin_array();
   for (const Suspect& s : down.suspects) {
-    suspects.push_back(json{{"id", s.id},
-                            {"seq", s.seq},
-                            {"client", s.client},
-                            {"request_ts", format_timestamp(s.request_end)},
-                            {"token_events", s.token_events},
-                            {"in_flight", s.still_in_flight},
-                            {"why", s.why}});
+    w.begin_object()
+        .field("id", s.id)
+        .field("seq", s.seq)
+        .field("client", s.client)
+        .field("request_ts", format_timestamp(s.request_end))
+        .field("token_events", s.token_events)
+        .field("in_flight", s.still_in_flight)
+        .field("why", s.why)
+        .end_object();
   }
-  r["suspects"] = std::move(suspects);
-  return finish_line(r);
+  w.end_array().end_object();
+  out += '\n';
+  return out;
 }
 
 Recorder::Recorder(RecorderConfig config, RecordSink& sink) : config_(std::move(config)), sink_(sink) {
@@ -257,7 +285,9 @@ Recorder::Recorder(RecorderConfig config, RecordSink& sink) : config_(std::move(
 
 void Recorder::on_request_complete(Exchange& exchange) {
   if (!exchange.recorded) return;
-  sink_.write_record(RecordType::request, exchange.id, format_request_record(exchange, config_.redact));
+  line_.clear();
+  format_request_record(exchange, config_.redact, line_);
+  sink_.write_record(RecordType::request, exchange.id, line_);
   ++requests_written_;
 }
 
@@ -267,7 +297,9 @@ void Recorder::on_exchange_end(Exchange& exchange) {
     ++exchanges_filtered_;
     return;
   }
-  sink_.write_record(RecordType::exchange, exchange.id, format_exchange_record(exchange, config_.redact));
+  line_.clear();
+  format_exchange_record(exchange, config_.redact, line_);
+  sink_.write_record(RecordType::exchange, exchange.id, line_);
   ++exchanges_written_;
 }
 

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <openssl/evp.h>
 
 #include "chatcap/log_reader.hpp"
 #include "chatcap/report.hpp"
@@ -43,6 +44,18 @@ std::string base64(std::string_view bytes) {
     out += i + 2 < bytes.size() ? kAlphabet[n & 63] : '=';
   }
   return out;
+}
+
+std::string sha256(std::string_view bytes) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_Digest(bytes.data(), bytes.size(), digest, &length, EVP_sha256(), nullptr);
+  std::string hex;
+  for (unsigned int i = 0; i < length; ++i) {
+    hex += "0123456789abcdef"[digest[i] >> 4];
+    hex += "0123456789abcdef"[digest[i] & 15];
+  }
+  return hex;
 }
 
 bool is_utf8(std::string_view s) {
@@ -474,6 +487,7 @@ TEST_CASE("show --curl: bash runs the printed command, the server gets the exact
 
   SECTION("a nasty JSON body, the credential left out while unset") {
     auto [received, ran] = replay("nasty1");
+    CHECK(sha256(received.body) == sha256(body));
     CHECK(received.body == body);
     CHECK_THAT(received.head, Catch::StartsWith("POST /v1/chat/completions HTTP/1.1\r\n"));
     CHECK_THAT(received.head, Catch::Contains("\r\nHost: " + server + "\r\n") &&
@@ -489,6 +503,7 @@ TEST_CASE("show --curl: bash runs the printed command, the server gets the exact
   }
   SECTION("a body that is not UTF-8, the credential from the environment") {
     auto [received, ran] = replay("bin2", "export CHATCAP_AUTHORIZATION='Bearer s3cr3t $(x)'\n");
+    CHECK(sha256(received.body) == sha256(binary));
     CHECK(received.body == binary);
     CHECK_THAT(received.head, Catch::Contains("\r\nAuthorization: Bearer s3cr3t $(x)\r\n"));
     CHECK(ran.err.empty());

@@ -49,6 +49,9 @@ bool target_matches(std::string_view target, const std::vector<std::string>& end
 bool is_credential_header(std::string_view name);
 std::string redact_value(std::string_view value);
 
+// Append one record line (with its '\n') to `out`; the string forms are for tests.
+void format_request_record(const Exchange& exchange, bool redact, std::string& out);
+void format_exchange_record(const Exchange& exchange, bool redact, std::string& out);
 std::string format_request_record(const Exchange& exchange, bool redact);
 std::string format_exchange_record(const Exchange& exchange, bool redact);
 std::string format_server_down_record(const ServerDown& down);
@@ -74,6 +77,7 @@ class Recorder : public ExchangeSink, public ServerDownSink {
   RecorderConfig config_;
   RecordSink& sink_;
   TargetFilter filter_;
+  std::string line_;  // the record being formatted; its capacity is reused
   std::uint64_t requests_written_ = 0;
   std::uint64_t exchanges_written_ = 0;
   std::uint64_t exchanges_filtered_ = 0;

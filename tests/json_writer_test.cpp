@@ -1,0 +1,60 @@
+// The record writer's JSON: every string round-trips through a real JSON parser.
+#include <catch2/catch.hpp>
+
+#include <random>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "chatcap/json_writer.hpp"
+
+using namespace chatcap;
+
+TEST_CASE("json writer: objects, arrays, numbers and escapes parse back exactly", "[json_writer]") {
+  std::string out;
+  JsonWriter w(out);
+  std::string nasty = "quote \" backslash \\ newline \n tab \t nul";
+  nasty.push_back('\0');
+  nasty += " \x01\x1f del \x7f é 日本 🚀 </script>";
+  w.begin_object()
+      .field("s", nasty)
+      .field("i", -42)
+      .field("u", 18446744073709551615ull)
+      .field("d", 12.5)
+      .field("b", true);
+  w.key("n").null();
+  w.key("a").begin_array().number(std::int64_t{1}).string("x").begin_object().end_object().end_array();
+  w.key("raw").raw(R"({"k":[1,2]})");
+  w.end_object();
+  nlohmann::json parsed = nlohmann::json::parse(out);
+  CHECK(parsed["s"] == nasty);
+  CHECK(parsed["i"] == -42);
+  CHECK(parsed["u"] == 18446744073709551615ull);
+  CHECK(parsed["d"] == 12.5);
+  CHECK(parsed["b"] == true);
+  CHECK(parsed["n"].is_null());
+  CHECK(parsed["a"] == nlohmann::json::parse(R"([1,"x",{}])"));
+  CHECK(parsed["raw"]["k"][1] == 2);
+}
+
+TEST_CASE("json writer: random valid UTF-8 round-trips; invalid bytes stay valid JSON", "[json_writer]") {
+  std::mt19937 rng(5);
+  for (int round = 0; round < 500; ++round) {
+    std::string text;
+    for (int i = 0; i < 64; ++i) {
+      switch (rng() % 4) {
+        case 0: text += static_cast<char>(rng() % 0x80); break;       // any ASCII, controls included
+        case 1: text += "\xc3\xa9"; break;                             // é
+        case 2: text += "\xe2\x82\xac"; break;                         // €
+        default: text += "\xf0\x9f\x98\x80"; break;                    // 😀
+      }
+    }
+    std::string out;
+    JsonWriter(out).string(text);
+    CHECK(nlohmann::json::parse(out) == text);
+  }
+  std::string latin1 = "caf\xe9 \xff\xfe";
+  std::string out;
+  JsonWriter(out).string(latin1);
+  CHECK(nlohmann::json::parse(out) == "caf\u00e9 \u00ff\u00fe");
+}
