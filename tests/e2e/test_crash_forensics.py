@@ -879,11 +879,10 @@ def run(ctx: Context, args: list[str], timeout: float = 30.0) -> Ran:
 
 
 def skip(ctx: Context, what: str, why: str) -> None:
-    banner = "!" * 78
-    message = f"SKIPPED {what}: this chatcap lacks it ({why})"
-    print(f"{banner}\n!! {message}\n{banner}", file=sys.stderr, flush=True)
+    """A command the acceptance needs is missing: that is a failure, not a skip."""
+    message = f"{what}: this chatcap lacks it ({why})"
     ctx.skipped.append(message)
-    ctx.c.warn(message)
+    ctx.c.fail(message)
 
 
 SCENARIOS: list[tuple[str, str, Callable[[Context], None]]] = [
