@@ -34,7 +34,15 @@ std::int64_t Reassembler::relative(std::uint32_t seq) const {
 }
 
 SegmentOutcome Reassembler::classify_and_deliver(const TcpSegment& segment) {
-  if (closed_) return SegmentOutcome::after_close;
+  if (closed_) {
+    // A reset after a FIN still matters: the sender is gone, not just done sending (a killed
+    // client's kernel answers the server's next bytes with RST, and the server sends nothing).
+    if (segment.has(tcp_flag::rst) && !reset_) {
+      reset_ = true;
+      sink_->on_stream_close(segment.ts, CloseKind::rst);
+    }
+    return SegmentOutcome::after_close;
+  }
   std::uint32_t data_seq = segment.seq;
   if (segment.has(tcp_flag::syn)) {
     // The SYN occupies one sequence number; data (TCP Fast Open) follows it.
@@ -209,6 +217,7 @@ void Reassembler::maybe_close(timestamp_us ts) {
 void Reassembler::close(timestamp_us ts, CloseKind kind) {
   if (closed_) return;
   closed_ = true;
+  reset_ = kind == CloseKind::rst;
   pending_.clear();
   pending_bytes_ = 0;
   sink_->on_stream_close(ts, kind);

@@ -441,3 +441,22 @@ TEST_CASE("capture property: any segmentation and random reorder/duplication giv
     }
   }
 }
+
+TEST_CASE("capture: a killed client (FIN, then RST to the server's next bytes) aborts as the client's doing",
+          "[capture]") {
+  TcpConversation c(kClient4, kServer4, 1000, 90000, kStart);
+  c.handshake();
+  c.client_send(chat_request());
+  c.server_send(kSseHead);
+  std::vector<std::string> pieces = sse_chunks();
+  c.server_send(pieces[0]);
+  c.client_fin();            // the client process dies: its kernel closes the socket
+  c.server_send(pieces[1]);  // the server writes on...
+  c.client_rst();            // ...and the dead socket answers with a reset; the server sends nothing more
+  Records records = run_pipeline(Link::ethernet, render_all(c.segments(), Link::ethernet));
+  Records exchanges = of_type(records, "exchange");
+  REQUIRE(exchanges.size() == 1);
+  CHECK(exchanges[0]["state"] == "aborted");
+  CHECK(exchanges[0]["close"] == "client_rst");  // the reset ended it; the client's doing either way
+  CHECK(exchanges[0]["error"] == "connection closed before the response was complete");
+}

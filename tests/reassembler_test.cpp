@@ -219,3 +219,13 @@ TEST_CASE("many tiny out-of-order segments are bounded by the chunk limit", "[re
   r.flush(9999);
   CHECK(out.bytes == std::string(1000, 'x'));
 }
+
+TEST_CASE("a RST after the FIN is reported too: the sender is gone, not just done", "[reassembler]") {
+  Collector out;
+  Reassembler r(out);
+  r.on_segment(segment(0, "", tcp_flag::syn));
+  r.on_segment(segment(1, "AB", tcp_flag::fin | tcp_flag::ack));
+  r.on_segment(segment(4, "", tcp_flag::rst));
+  r.on_segment(segment(4, "", tcp_flag::rst));  // only once
+  CHECK(out.events == std::vector<std::string>{"data:2", "close:fin", "close:rst"});
+}

@@ -19,7 +19,8 @@
 //      * the stream ends: RST, end of capture, eviction (flush).
 //    Bytes the snaplen cut off a packet are a gap at their place in the stream.
 //  - A FIN ends the stream once every byte before it was delivered or skipped; a RST ends it
-//    at once (pending bytes are delivered around their holes first).
+//    at once (pending bytes are delivered around their holes first). A RST after the FIN is
+//    reported as a second close: the peer is gone, not only done sending.
 #pragma once
 
 #include <array>
@@ -118,6 +119,7 @@ class Reassembler {
   bool started_ = false;
   bool saw_syn_ = false;
   bool closed_ = false;
+  bool reset_ = false;             // a RST was seen (after a FIN, it is reported too)
   std::uint32_t base_seq_ = 0;     // sequence number of stream offset 0
   std::uint64_t next_offset_ = 0;  // next byte the sink expects
   bool fin_seen_ = false;
