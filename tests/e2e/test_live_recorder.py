@@ -299,10 +299,24 @@ def check_user_errors(c: Checker, chatcap: str, tmp: Path, port: int) -> None:
     log(f"--keep 0 -> exit {p.returncode}: {msg[:300]}")
     c.check(p.returncode != 0, f"`chatcap run --keep 0` exited 0 (stderr {msg!r})")
     c.check("keep" in msg, f"`chatcap run --keep 0`: the message does not name --keep: {msg!r}")
-    if "range" in msg and "0.000000" in msg:
-        harness_warn = (f"`chatcap run --keep 0` message is CLI11's raw range text, not one "
-                        f"clear sentence: {msg.splitlines()[0][:160]!r}...")
-        c.warn(harness_warn)
+    c.check("at least 1" in msg, f"`chatcap run --keep 0`: the message does not give the fix: {msg!r}")
+    c.check(not (err_dir / "log3").exists(), "`chatcap run --keep 0` created its log dir anyway")
+
+    # Without CAP_NET_RAW (as nobody, every capability dropped): the fix is named.
+    nobody_dir = err_dir / "nobody"
+    nobody_dir.mkdir()
+    nobody_dir.chmod(0o777)
+    err_dir.chmod(0o755)
+    tmp.chmod(0o755)
+    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+                        "--bounding-set=-all", chatcap, "run", "-i", "lo", "-p", str(port),
+                        "--log-dir", str(nobody_dir / "log"), "--pidfile", str(nobody_dir / "p.pid")],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=15, check=False)
+    msg = p.stderr.decode(errors="replace").strip()
+    log(f"without CAP_NET_RAW -> exit {p.returncode}: {msg}")
+    c.check(p.returncode != 0, f"`chatcap run` without CAP_NET_RAW exited 0 (stderr {msg!r})")
+    c.check("permission denied" in msg and "CAP_NET_RAW" in msg,
+            f"`chatcap run` without CAP_NET_RAW: the message does not name the cause and fix: {msg!r}")
 
 
 # --------------------------------------------------------------------------------------
