@@ -34,6 +34,12 @@ void add_filter_flags(CLI::App& cmd, Options& o) {
       ->transform(CLI::AsSizeValue(false))
       ->capture_default_str()
       ->group("Filters");
+  cmd.add_option("--stream-body", o.stream_body,
+                 "raw bytes kept of a streamed (text/event-stream) response, e.g. 64KiB; its events are\n"
+                 "assembled into the record's `sse` either way (default 0: the raw stream is ~10x the answer)")
+      ->transform(CLI::AsSizeValue(false))
+      ->capture_default_str()
+      ->group("Filters");
   cmd.add_flag("--no-redact", o.no_redact,
                "keep Authorization, Cookie and API-key headers in clear (default: replaced by a short sha256)")
       ->group("Filters");

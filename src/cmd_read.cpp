@@ -59,6 +59,7 @@ PipelineConfig pipeline_config_from(const Options& options) {
   }
   config.recorder.redact = !options.no_redact;
   config.flows.http.max_body_bytes = static_cast<std::size_t>(options.max_body);
+  config.flows.http.max_stream_body_bytes = static_cast<std::size_t>(options.stream_body);
   return config;
 }
 

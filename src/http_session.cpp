@@ -15,6 +15,13 @@ constexpr std::array<char, 16384> kFiller{};
 
 const std::string kNoMethod;
 
+// A body of announced length gets its room at once: no regrowth, no slack per connection.
+void reserve_body(Body& body, const llhttp_t* parser, std::size_t cap) {
+  if ((parser->flags & F_CONTENT_LENGTH) && !(parser->flags & F_CHUNKED)) {
+    body.bytes.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(parser->content_length, cap)));
+  }
+}
+
 HttpSession* session_of(llhttp_t* parser) { return static_cast<HttpSession*>(parser->data); }
 
 const llhttp_settings_t& parser_settings() {
@@ -292,7 +299,7 @@ void HttpSession::gap(Direction& d, timestamp_us ts, std::uint64_t bytes) {
 
 void HttpSession::feed_filler(Direction& d, std::uint64_t bytes) {
   d.feeding_filler = true;
-  if (!d.is_request && d.current && d.current->response.event_stream) sse_.on_gap();
+  if (!d.is_request && d.current && stream_owner_ == d.current) stream_->sse.on_gap();
   while (bytes > 0 && !d.resyncing) {
     std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(bytes, kFiller.size()));
     bytes -= n;
@@ -362,7 +369,7 @@ void HttpSession::abort_open(timestamp_us ts) {
       }
     }
     finish(ex, ex.response.complete ? ExchangeState::complete : ExchangeState::aborted);
-    queue_.pop_front();
+    pop_front();
   }
 }
 
@@ -379,7 +386,7 @@ void HttpSession::close_all(timestamp_us ts, ExchangeState state, std::string_vi
       if (!ex.request.ended && !ex.request.complete) ex.add(Anomaly::request_incomplete);
     }
     finish(ex, ex.response.complete ? ExchangeState::complete : state);
-    queue_.pop_front();
+    pop_front();
   }
   client_closed_ = true;
   server_closed_ = true;
@@ -438,6 +445,8 @@ std::string_view HttpSession::scan_for_message_start(Direction& d, std::string_v
 
 // ---- exchanges -----------------------------------------------------------------------------
 
+void HttpSession::pop_front() { queue_.erase(queue_.begin()); }
+
 Exchange& HttpSession::new_exchange(timestamp_us ts) {
   if (queue_.size() >= limits_.max_queued_requests) {
     Exchange& oldest = *queue_.front();
@@ -445,7 +454,7 @@ Exchange& HttpSession::new_exchange(timestamp_us ts) {
     if (response_.current == &oldest) response_.current = nullptr;
     oldest.error = "too many pipelined requests without a response";
     finish(oldest, ExchangeState::parse_error);
-    queue_.pop_front();
+    pop_front();
   }
   auto ex = std::make_unique<Exchange>();
   ex->seq = numbering_.next_seq++;
@@ -489,11 +498,11 @@ void HttpSession::end_stream_answer(Exchange& ex) {
   // Called once when the response ends, however it ends: the answer assembled so far is
   // the exchange's, and the session's decoder is free for the next response.
   if (ex.response.event_stream && stream_owner_ == &ex) {
-    sse_.finish();
-    if (sse_.discarded_tail_bytes() > 0) ex.add(Anomaly::sse_incomplete);
-    ex.answer = std::move(stream_.answer());
-    stream_.reset();
-    sse_.reset();
+    stream_->sse.finish();
+    if (stream_->sse.discarded_tail_bytes() > 0) ex.add(Anomaly::sse_incomplete);
+    ex.answer = std::move(stream_->assembler.answer());
+    stream_->assembler.reset();
+    stream_->sse.reset();
     stream_owner_ = nullptr;
   } else if (ex.recorded && !ex.response.event_stream && !ex.response.body.truncated &&
              !ex.response.body.bytes.empty()) {
@@ -520,7 +529,7 @@ void HttpSession::finish_front_if_done() {
     if (!request_side_done || !response_side_done) return;
     if (request_.current == &ex || response_.current == &ex) return;
     finish(ex, ex.response.complete ? ExchangeState::complete : ExchangeState::parse_error);
-    queue_.pop_front();
+    pop_front();
   }
 }
 
@@ -617,6 +626,7 @@ int HttpSession::on_headers_complete(llhttp_t* parser) {
     apply_filter(*ex);
     d.in_known_length_body = (parser->flags & F_CONTENT_LENGTH) && !(parser->flags & F_CHUNKED);
     d.in_eof_body = false;
+    reserve_body(ex->request.body, parser, request_body_cap(*ex));
     return 0;
   }
   ResponsePart& response = ex->response;
@@ -637,12 +647,14 @@ int HttpSession::on_headers_complete(llhttp_t* parser) {
   if (method == "HEAD") return 1;  // the headers describe a body that is not sent
   response.event_stream = starts_with_icase(find_header(response.headers, "content-type"), "text/event-stream");
   if (response.event_stream && ex->recorded) {
-    sse_.reset();
-    stream_.reset();
+    if (!stream_) stream_ = std::make_unique<StreamState>();
+    stream_->sse.reset();
+    stream_->assembler.reset();
     stream_owner_ = ex;
   }
   d.in_known_length_body = (parser->flags & F_CONTENT_LENGTH) && !(parser->flags & F_CHUNKED);
   d.in_eof_body = llhttp_message_needs_eof(parser) != 0;
+  reserve_body(response.body, parser, response_body_cap(*ex));
   return 0;
 }
 
@@ -652,11 +664,11 @@ int HttpSession::on_body(llhttp_t* parser, const char* at, std::size_t length) {
   if (ex == nullptr || d.feeding_filler) return 0;
   std::string_view bytes(at, length);
   if (d.is_request) {
-    ex->request.body.append(bytes, body_cap(*ex));
+    ex->request.body.append(bytes, request_body_cap(*ex));
     return 0;
   }
-  ex->response.body.append(bytes, body_cap(*ex));
-  if (stream_owner_ == ex) sse_.feed(now_, bytes, stream_);
+  ex->response.body.append(bytes, response_body_cap(*ex));
+  if (stream_owner_ == ex) stream_->sse.feed(now_, bytes, stream_->assembler);
   return 0;
 }
 

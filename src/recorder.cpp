@@ -38,11 +38,18 @@ std::string base64(std::string_view bytes) {
 }
 
 std::string sha256_hex(std::string_view bytes) {
+  // Fetched once: OpenSSL 3 looks the algorithm up in its providers on every implicit fetch.
+  static EVP_MD* const kSha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int length = 0;
-  EVP_Digest(bytes.data(), bytes.size(), digest, &length, EVP_sha256(), nullptr);
+  EVP_Digest(bytes.data(), bytes.size(), digest, &length, kSha256, nullptr);
+  static constexpr char kHex[] = "0123456789abcdef";
   std::string hex;
-  for (unsigned int i = 0; i < length; ++i) hex += fmt::format("{:02x}", digest[i]);
+  hex.reserve(2 * length);
+  for (unsigned int i = 0; i < length; ++i) {
+    hex += kHex[digest[i] >> 4];
+    hex += kHex[digest[i] & 0xF];
+  }
   return hex;
 }
 
@@ -68,7 +75,9 @@ void put_body(JsonWriter& w, const Body& body) {
 
 void put_anomalies(JsonWriter& w, const Exchange& ex) {
   std::uint32_t anomalies = ex.anomalies;
-  if (ex.request.body.truncated || ex.response.body.truncated) anomalies |= bit(Anomaly::body_truncated);
+  // A raw event stream kept short (--stream-body) loses nothing: its events are in `sse`.
+  bool response_cut = ex.response.body.truncated && !ex.response.event_stream;
+  if (ex.request.body.truncated || response_cut) anomalies |= bit(Anomaly::body_truncated);
   w.key("anomalies").begin_array();
   for (std::string_view name : anomaly_names(anomalies)) w.string(name);
   w.end_array();

@@ -17,6 +17,7 @@ struct Options {
   std::vector<std::string> endpoints{"/v1/chat/completions"};
   std::size_t keep = 20;
   std::uint64_t max_body = 4 * 1024 * 1024;
+  std::uint64_t stream_body = 0;
   bool no_redact = false;
   // files
   std::string log_dir = "/var/log/chatcap";

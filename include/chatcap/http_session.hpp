@@ -21,7 +21,7 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
+#include <vector>
 #include <functional>
 #include <memory>
 #include <string>
@@ -37,6 +37,9 @@ namespace chatcap {
 
 struct HttpLimits {
   std::size_t max_body_bytes = 4 * 1024 * 1024;    // per body kept (--max-body)
+  // Raw bytes kept of a text/event-stream response (--stream-body). Its events are assembled
+  // into the answer whatever this says; the raw stream is ~10× the answer's text.
+  std::size_t max_stream_body_bytes = 0;
   std::size_t max_header_bytes = 256 * 1024;       // request/status line + headers
   std::size_t max_queued_requests = 256;           // pipelined requests awaiting responses
   std::size_t max_resync_scan_bytes = 64 * 1024;   // carry kept while looking for a message start
@@ -151,6 +154,7 @@ class HttpSession {
   void end_stream_answer(Exchange& ex);
 
   Exchange& new_exchange(timestamp_us ts);
+  void pop_front();
   Exchange* response_target();
   void request_done(Exchange& ex);
   void response_done(Exchange& ex);
@@ -158,7 +162,11 @@ class HttpSession {
   void finish_front_if_done();
   void record_request_now(Exchange& ex);
   void apply_filter(Exchange& ex);
-  std::size_t body_cap(const Exchange& ex) const { return ex.recorded ? limits_.max_body_bytes : 0; }
+  std::size_t request_body_cap(const Exchange& ex) const { return ex.recorded ? limits_.max_body_bytes : 0; }
+  std::size_t response_body_cap(const Exchange& ex) const {
+    if (!ex.recorded) return 0;
+    return ex.response.event_stream ? limits_.max_stream_body_bytes : limits_.max_body_bytes;
+  }
 
   Endpoint client_;
   Endpoint server_;
@@ -171,10 +179,17 @@ class HttpSession {
   Direction request_;
   Direction response_;
   // Exchanges awaiting their response (or their end), oldest first.
-  std::deque<std::unique_ptr<Exchange>> queue_;
-  SseDecoder sse_;               // for the response currently being parsed
-  ChatStreamAssembler stream_;   // its assembler; its answer is moved to the exchange at the end
-  Exchange* stream_owner_ = nullptr;  // the exchange sse_/stream_ are assembling
+  // (A vector: it rarely holds more than one or two, and an empty std::deque already
+  // allocates ~600 bytes — per connection, with 10,000 idle connections.)
+  std::vector<std::unique_ptr<Exchange>> queue_;
+  // The SSE decoder and assembler of the response being streamed; made on the first
+  // event-stream response, so connections that never stream do not carry them.
+  struct StreamState {
+    SseDecoder sse;
+    ChatStreamAssembler assembler;  // its answer is moved to the exchange at the end
+  };
+  std::unique_ptr<StreamState> stream_;
+  Exchange* stream_owner_ = nullptr;  // the exchange stream_ is assembling
   std::string pending_request_bytes_;  // held upgrade bytes released by a refusal, fed after the response parser returns
   CloseKind client_close_kind_ = CloseKind::fin;
   timestamp_us now_ = 0;         // timestamp of the bytes being parsed
