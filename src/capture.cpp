@@ -179,6 +179,7 @@ void LiveCapture::loop(PacketQueue& queue) {
   auto last_stats = std::chrono::steady_clock::now();
   while (!stopping_.load(std::memory_order_relaxed)) {
     int rc = pcap_dispatch(handle_, -1, on_packet, user);
+    if (rc > 0) queue.notify();  // one wake-up per block the kernel handed over
     if (rc == PCAP_ERROR) {
       failure_ = fmt::format("capture on {} failed: {}", config_.interface, pcap_geterr(handle_));
       failed_.store(true);

@@ -81,12 +81,15 @@ std::size_t escaped_size(const char* p, std::size_t n) {
   std::size_t i = 0;
 #if defined(__SSE2__)
   for (; i + 16 <= n; i += 16) {
-    int mask = special_mask(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i)));
+    __m128i chunk = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
+    int mask = special_mask(chunk);
     if (mask == 0) continue;
     size += static_cast<std::size_t>(__builtin_popcount(static_cast<unsigned>(mask)));
-    for (; mask != 0; mask &= mask - 1) {  // controls are rare; quotes need nothing more
-      auto c = static_cast<unsigned char>(p[i + static_cast<std::size_t>(__builtin_ctz(static_cast<unsigned>(mask)))]);
-      if (c < 0x20) size += escape_length(c) - 2;
+    // Control characters are rare; a quote or a backslash needs nothing more than its +1.
+    int controls = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(chunk, _mm_set1_epi8(0x1f)), chunk));
+    for (; controls != 0; controls &= controls - 1) {
+      auto c = static_cast<unsigned char>(p[i + static_cast<std::size_t>(__builtin_ctz(static_cast<unsigned>(controls)))]);
+      size += escape_length(c) - 2;
     }
   }
 #endif
@@ -134,8 +137,9 @@ JsonWriter& JsonWriter::end_array() {
 
 JsonWriter& JsonWriter::key(std::string_view name) {
   separate();
+  // Keys are the record's own field names: plain ASCII, nothing to escape.
   out_ += '"';
-  escape_utf8(name);
+  out_.append(name);
   out_ += "\":";
   after_key_ = true;
   return *this;
@@ -160,6 +164,17 @@ void JsonWriter::escape_utf8(std::string_view text) {
   // escapes (no call per escape, no zero-filled slack). Each 16-byte store may run past
   // what is valid; kStoreSlack keeps it inside the string, trimmed at the end.
   constexpr std::size_t kStoreSlack = 16;
+  if (text.size() < 32) {  // ids, methods, header values: sizing passes would cost more
+    for (char ch : text) {
+      auto c = static_cast<unsigned char>(ch);
+      if (kNeedsEscape[c] != 0) {
+        append_escape(out_, c);
+      } else {
+        out_ += ch;
+      }
+    }
+    return;
+  }
   std::size_t start = out_.size();
   std::size_t final_size = start + escaped_size(text.data(), text.size());
   out_.resize(final_size + kStoreSlack);

@@ -43,12 +43,18 @@ bool PacketQueue::push(timestamp_us ts, std::uint32_t wire_length, std::span<con
   if (!frame.empty()) std::memcpy(&ring_[offset + sizeof header], frame.data(), frame.size());
   head_.store(head + need, std::memory_order_release);
   pushed_.fetch_add(1, std::memory_order_relaxed);
-  // Wake the consumer only if it announced it is going to sleep.
+  // The producer wakes the consumer once per batch (notify()); only a queue filling up
+  // wakes it in the middle of one, so a burst cannot overflow it while it sleeps.
+  if (head + need - tail > capacity_ / 2) notify();
+  return true;
+}
+
+void PacketQueue::notify() {
+  // Only if the consumer announced it is going to sleep: a busy consumer costs no syscall.
   if (consumer_sleeping_.load(std::memory_order_seq_cst) && consumer_sleeping_.exchange(false)) {
     std::uint64_t one = 1;
     [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
   }
-  return true;
 }
 
 bool PacketQueue::prepare_to_sleep() {

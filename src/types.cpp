@@ -47,9 +47,37 @@ std::string IpAddress::to_string() const {
   return buf;
 }
 
+namespace {
+
+void append_decimal(std::string& out, unsigned value) {
+  char digits[10];
+  int n = 0;
+  do {
+    digits[n++] = static_cast<char>('0' + value % 10);
+    value /= 10;
+  } while (value != 0);
+  while (n > 0) out += digits[--n];
+}
+
+}  // namespace
+
 std::string Endpoint::to_string() const {
-  if (address.family == 6) return fmt::format("[{}]:{}", address.to_string(), port);
-  return fmt::format("{}:{}", address.to_string(), port);
+  // Written for every record: no printf (inet_ntop's IPv4 path) and no format parsing.
+  std::string out;
+  if (address.family == 6) {
+    out += '[';
+    out += address.to_string();
+    out += "]:";
+  } else {
+    out.reserve(21);
+    for (int i = 0; i < 4; ++i) {
+      if (i > 0) out += '.';
+      append_decimal(out, address.bytes[static_cast<std::size_t>(i)]);
+    }
+    out += ':';
+  }
+  append_decimal(out, port);
+  return out;
 }
 
 std::string format_timestamp(timestamp_us ts) {
@@ -59,10 +87,22 @@ std::string format_timestamp(timestamp_us ts) {
     micros += kMicrosPerSecond;
     --seconds;
   }
-  std::tm utc{};
-  gmtime_r(&seconds, &utc);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", utc.tm_year + 1900, utc.tm_mon + 1,
-                     utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec, micros);
+  // Records of one second share "2026-11-24T15:21:53": compute it once per second.
+  thread_local std::time_t cached_second = -1;
+  thread_local std::string cached_prefix;
+  if (seconds != cached_second) {
+    std::tm utc{};
+    gmtime_r(&seconds, &utc);
+    cached_prefix = fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.", utc.tm_year + 1900, utc.tm_mon + 1,
+                                utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec);
+    cached_second = seconds;
+  }
+  std::string out = cached_prefix;
+  char fraction[7] = "000000";
+  for (int i = 5; i >= 0; --i, micros /= 10) fraction[i] = static_cast<char>('0' + micros % 10);
+  out.append(fraction, 6);
+  out += 'Z';
+  return out;
 }
 
 }  // namespace chatcap

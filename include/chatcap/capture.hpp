@@ -3,7 +3,7 @@
 // OfflineCapture reads a pcap or pcapng file (any link type PacketDecoder knows) and feeds
 // the pipeline on the calling thread.
 //
-// LiveCapture opens an interface (pcap_create, block delivery within 10 ms, a kernel buffer of
+// LiveCapture opens an interface (pcap_create, block delivery within 50 ms, a kernel buffer of
 // --buffer-size, snaplen 262144 because loopback carries 64 KiB segments) with a BPF filter
 // built from --port/--host, and runs a capture thread whose only job is to copy packets
 // into the PacketQueue: it never waits for the processing thread. Kernel drops
@@ -61,7 +61,7 @@ struct LiveCaptureConfig {
   int buffer_bytes = 32 * 1024 * 1024;  // the kernel's ring for this socket
   // The longest a captured packet waits in the kernel before it is handed over (packets
   // come in blocks; see LiveCapture). Also how often the capture thread sees its stop flag.
-  int delivery_timeout_ms = 10;
+  int delivery_timeout_ms = 50;
 };
 
 struct CaptureCounters {

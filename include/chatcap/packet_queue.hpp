@@ -6,7 +6,7 @@
 // producer never waits: when the ring is full the packet is dropped and counted (those
 // drops are reported like kernel drops). The consumer sleeps on an eventfd the producer
 // signals only when the consumer said it is about to sleep, so a busy pipeline costs no
-// system call per packet.
+// system call per packet, and the producer signals once per batch, not per packet.
 #pragma once
 
 #include <atomic>
@@ -30,6 +30,8 @@ class PacketQueue {
 
   // Producer side. Returns false (and counts a drop) when the packet does not fit now.
   bool push(timestamp_us ts, std::uint32_t wire_length, std::span<const std::uint8_t> frame);
+  // Producer side, after a batch of pushes: wakes the consumer if it sleeps.
+  void notify();
 
   // Consumer side: calls fn(ts, frame, wire_length) for up to `max` queued packets, in order;
   // the frame is valid only during the call. Returns how many were handled.

@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -20,7 +21,15 @@ struct IpAddress {
   std::uint8_t family = 4;               // 4 or 6
   std::array<std::uint8_t, 16> bytes{};  // IPv4 uses the first 4
 
-  friend bool operator==(const IpAddress&, const IpAddress&) = default;
+  // Compared for every packet (flow lookup): two 64-bit compares, not a memcmp call.
+  friend bool operator==(const IpAddress& a, const IpAddress& b) {
+    return a.family == b.family && a.word(0) == b.word(0) && a.word(1) == b.word(1);
+  }
+  std::uint64_t word(int i) const {
+    std::uint64_t w;
+    std::memcpy(&w, bytes.data() + 8 * i, sizeof w);
+    return w;
+  }
   std::string to_string() const;
   static IpAddress v4(std::uint8_t a, std::uint8_t b, std::uint8_t c, std::uint8_t d);
   static IpAddress v6_loopback();
