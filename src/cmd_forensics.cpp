@@ -21,21 +21,6 @@
 namespace chatcap {
 namespace {
 
-// Reads the log, warning about skipped lines; prints the error and returns false on failure.
-bool load(const Options& options, LogContents& log) {
-  try {
-    log = read_log(options.log_dir);
-  } catch (const LogError& e) {
-    fmt::print(stderr, "chatcap: {}\n", e.what());
-    return false;
-  }
-  if (log.bad_lines > 0) {
-    fmt::print(stderr, "chatcap: warning: skipped {} unreadable line{} in {}\n", log.bad_lines,
-               log.bad_lines == 1 ? "" : "s", options.log_dir);
-  }
-  return true;
-}
-
 // Writes all of `bytes` to stdout (a pipe may take them in pieces).
 bool write_stdout(const std::string& bytes) {
   std::fflush(stdout);
@@ -66,7 +51,7 @@ const LoggedExchange* find(const Options& options, const LogContents& log) {
 
 int command_suspects(const Options& options) {
   LogContents log;
-  if (!load(options, log)) return 1;
+  if (!load_log(options, log)) return 1;
   if (log.server_downs.empty()) {
     // A normal answer, not a failure: the server never died while chatcap watched it.
     fmt::print(stderr, "chatcap: no server death recorded in {}\n", options.log_dir);
@@ -92,7 +77,7 @@ int command_suspects(const Options& options) {
 
 int command_show_curl(const Options& options) {
   LogContents log;
-  if (!load(options, log)) return 1;
+  if (!load_log(options, log)) return 1;
   const LoggedExchange* e = find(options, log);
   if (e == nullptr) return 1;
   try {
@@ -105,7 +90,7 @@ int command_show_curl(const Options& options) {
 
 int command_show_body(const Options& options) {
   LogContents log;
-  if (!load(options, log)) return 1;
+  if (!load_log(options, log)) return 1;
   const LoggedExchange* e = find(options, log);
   if (e == nullptr) return 1;
   std::string body;

@@ -29,21 +29,6 @@ volatile std::sig_atomic_t g_stop_tail = 0;
 
 extern "C" void on_stop_signal(int) { g_stop_tail = 1; }
 
-// Reads the log, warning about skipped lines; prints the error and returns false on failure.
-bool load(const Options& options, LogContents& log) {
-  try {
-    log = read_log(options.log_dir);
-  } catch (const LogError& e) {
-    fmt::print(stderr, "chatcap: {}\n", e.what());
-    return false;
-  }
-  if (log.bad_lines > 0) {
-    fmt::print(stderr, "chatcap: warning: skipped {} unreadable line{} in {}\n", log.bad_lines,
-               log.bad_lines == 1 ? "" : "s", options.log_dir);
-  }
-  return true;
-}
-
 void print_json_line(const nlohmann::json& value) {
   fmt::print("{}\n", value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
@@ -155,9 +140,23 @@ void sleep_ms(long ms) {
 
 }  // namespace
 
+bool load_log(const Options& options, LogContents& log) {
+  try {
+    log = read_log(options.log_dir);
+  } catch (const LogError& e) {
+    fmt::print(stderr, "chatcap: {}\n", e.what());
+    return false;
+  }
+  if (log.bad_lines > 0) {
+    fmt::print(stderr, "chatcap: warning: skipped {} unreadable line{} in {}\n", log.bad_lines,
+               log.bad_lines == 1 ? "" : "s", options.log_dir);
+  }
+  return true;
+}
+
 int command_last(const Options& options) {
   LogContents log;
-  if (!load(options, log)) return 1;
+  if (!load_log(options, log)) return 1;
   if (log.exchanges.empty()) {
     if (!options.json) fmt::print(stderr, "chatcap: no exchanges recorded in {} yet\n", options.log_dir);
     return 0;
@@ -176,7 +175,7 @@ int command_show(const Options& options) {
   if (options.curl) return command_show_curl(options);
   if (options.body_only) return command_show_body(options);
   LogContents log;
-  if (!load(options, log)) return 1;
+  if (!load_log(options, log)) return 1;
   try {
     const LoggedExchange& e = find_exchange(log, options.show_id, options.log_dir);
     if (options.json) {

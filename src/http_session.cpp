@@ -562,11 +562,15 @@ int HttpSession::on_method(const char* at, std::size_t length) {
   return 0;
 }
 
+bool HttpSession::within_header_limit(Direction& d, std::size_t length) {
+  d.header_bytes += length;
+  return d.header_bytes <= limits_.max_header_bytes;  // past it: a parse error, not unbounded memory
+}
+
 int HttpSession::on_url(const char* at, std::size_t length) {
   Exchange* ex = request_.current;
   if (ex == nullptr) return 0;
-  request_.header_bytes += length;
-  if (request_.header_bytes > limits_.max_header_bytes) return -1;
+  if (!within_header_limit(request_, length)) return -1;
   ex->request.target.append(at, length);
   return 0;
 }
@@ -584,8 +588,7 @@ int HttpSession::on_url_complete() {
 int HttpSession::on_status(const char* at, std::size_t length) {
   Exchange* ex = response_.current;
   if (ex == nullptr) return 0;
-  response_.header_bytes += length;
-  if (response_.header_bytes > limits_.max_header_bytes) return -1;
+  if (!within_header_limit(response_, length)) return -1;
   ex->response.reason.append(at, length);
   return 0;
 }
@@ -593,8 +596,7 @@ int HttpSession::on_status(const char* at, std::size_t length) {
 int HttpSession::on_header_field(llhttp_t* parser, const char* at, std::size_t length) {
   Direction& d = direction_of(parser);
   if (d.current == nullptr) return 0;
-  d.header_bytes += length;
-  if (d.header_bytes > limits_.max_header_bytes) return -1;
+  if (!within_header_limit(d, length)) return -1;
   auto& headers = d.is_request ? d.current->request.headers : d.current->response.headers;
   if (!d.header_field_open) headers.emplace_back();
   headers.back().name.append(at, length);
@@ -605,8 +607,7 @@ int HttpSession::on_header_field(llhttp_t* parser, const char* at, std::size_t l
 int HttpSession::on_header_value(llhttp_t* parser, const char* at, std::size_t length) {
   Direction& d = direction_of(parser);
   if (d.current == nullptr) return 0;
-  d.header_bytes += length;
-  if (d.header_bytes > limits_.max_header_bytes) return -1;
+  if (!within_header_limit(d, length)) return -1;
   auto& headers = d.is_request ? d.current->request.headers : d.current->response.headers;
   if (headers.empty()) headers.emplace_back();
   headers.back().value.append(at, length);

@@ -73,17 +73,6 @@ bool split_field(simdjson::simdjson_result<ondemand::field> result, std::string_
   return true;
 }
 
-// The same with the key as written, compared in place instead of unescaped into the
-// parser's string buffer: for server chunks (the hot path), whose keys are plain ASCII.
-bool split_field(simdjson::simdjson_result<ondemand::field> result,
-                 ondemand::raw_json_string& key, ondemand::value& value) {
-  ondemand::field field;
-  if (std::move(result).get(field) != SUCCESS) return false;
-  key = field.key();
-  value = field.value();
-  return true;
-}
-
 // Iterates `json` as one object and hands it to read(object&) -> bool. True only when the
 // document is an object, read() succeeded and nothing follows the object.
 template <class Read>
@@ -401,9 +390,21 @@ bool append_capped(std::string& text, std::string_view piece) {
   return false;
 }
 
+// The first byte of a key as written (its closing quote when the key is empty): objects are
+// read in one pass with their keys dispatched on it, then compared whole.
+char first_byte(const ondemand::raw_json_string& key) { return *key.raw(); }
+
 // Reads one chunk or body into a ChatAnswer. The two differ in where choice 0's text lives
 // (`delta` or `message`) and in what an error keeps: for a body, the whole body; for a
 // chunk, the `error` object (vLLM streams `data: {"error": {...}}`).
+//
+// Every object is read in one forward pass over its fields in document order (a lookup by
+// key rescans the object, and that was most of the cost of a chunk). Where one field decides
+// what another means (a choice's `index` whether its text is recorded, a tool call's `index`
+// where its pieces go), the pieces are held as views (into the document or the parser's
+// string buffer, valid until the next parse) and applied once the object has been read;
+// only a choice whose text comes before its `index` is read twice. In a choice, a tool call
+// or a function the first of repeated keys counts; at the top and in a message, every one.
 class AnswerReader {
  public:
   AnswerReader(ChatAnswer& answer, AnswerSource source, std::string_view whole_text)
@@ -411,9 +412,9 @@ class AnswerReader {
 
   bool read(ondemand::object& top) {
     for (auto field_result : top) {
-      ondemand::raw_json_string key;
-      ondemand::value value;
-      if (!split_field(field_result, key, value) || !read_top_level_field(key, value)) return false;
+      ondemand::field field;
+      if (std::move(field_result).get(field) != SUCCESS) return false;
+      if (!read_top_level_field(field.key(), field.value())) return false;
     }
     return true;
   }
@@ -423,13 +424,26 @@ class AnswerReader {
   bool saw_error() const { return saw_error_; }
 
  private:
+  // A tool call (or fragment) as read, applied once its index is known.
+  struct ToolCallPieces {
+    bool index_seen = false;
+    std::optional<std::int64_t> index;
+    std::optional<std::string_view> id;
+    std::optional<std::string_view> type;
+    bool function_seen = false;
+    std::optional<std::string_view> name;
+    std::optional<std::string_view> arguments;  // string, or other JSON kept as text
+  };
+
   bool read_top_level_field(ondemand::raw_json_string key, ondemand::value& value) {
-    if (key == "model") return read_model(value);
-    if (key == "choices") return read_choices(value);
-    if (key == "usage") return read_usage(value);
-    if (key == "error") return read_error(value);
-    if (key == "object") return read_object_kind(value);
-    return true;
+    switch (first_byte(key)) {
+      case 'c': return !(key == "choices") || read_choices(value);
+      case 'm': return !(key == "model") || read_model(value);
+      case 'u': return !(key == "usage") || read_usage(value);
+      case 'e': return !(key == "error") || read_error(value);
+      case 'o': return !(key == "object") || read_object_kind(value);
+      default: return true;
+    }
   }
 
   bool read_model(ondemand::value& value) {
@@ -484,7 +498,7 @@ class AnswerReader {
     if (value.get_array().get(choices) != SUCCESS) return false;
     for (auto element_result : choices) {
       ondemand::value element;
-      if (element_result.get(element) != SUCCESS) return false;
+      if (std::move(element_result).get(element) != SUCCESS) return false;
       std::optional<ondemand::object> choice;
       if (!object_if_any(element, choice)) return false;
       if (choice && !read_choice(*choice)) return false;
@@ -492,50 +506,93 @@ class AnswerReader {
     return true;
   }
 
+  // Only choice 0 is recorded (a request with n > 1 has others); a choice with no `index`
+  // is choice 0. Its text is read when met if `index` came first (as servers send it);
+  // otherwise once the whole choice has been read and the index is known.
   bool read_choice(ondemand::object& choice) {
-    // `index` first: on-demand reads forward, and a choice other than 0 (a request with
-    // n > 1) is not recorded, so it must be known before any text is taken.
-    ondemand::value value;
-    bool found = false;
-    if (!find_if_any(choice, "index", value, found)) return false;
-    if (found) {
-      std::optional<std::int64_t> index;
-      if (!int_if_any(value, index)) return false;
-      if (index != 0) return true;
-    }
     const std::string_view text_key = source_ == AnswerSource::stream_chunk ? "delta" : "message";
-    if (!find_if_any(choice, text_key, value, found)) return false;
-    if (found) {
-      std::optional<ondemand::object> message;
-      if (!object_if_any(value, message)) return false;
-      if (message && !read_message(*message)) return false;
+    bool index_seen = false;
+    bool text_seen = false;
+    bool text_before_index = false;
+    bool reason_seen = false;
+    std::optional<std::string_view> reason;
+    for (auto field_result : choice) {
+      ondemand::field field;
+      if (std::move(field_result).get(field) != SUCCESS) return false;
+      const ondemand::raw_json_string key = field.key();
+      ondemand::value& value = field.value();
+      switch (first_byte(key)) {
+        case 'i': {
+          if (index_seen || !(key == "index")) break;
+          index_seen = true;
+          std::optional<std::int64_t> index;
+          if (!int_if_any(value, index)) return false;
+          if (index != 0) return true;
+          break;
+        }
+        case 'd':
+        case 'm':
+          if (text_seen || !(key == text_key)) break;
+          text_seen = true;
+          if (!index_seen) {
+            text_before_index = true;
+          } else if (!read_text(value)) {
+            return false;
+          }
+          break;
+        case 'f':
+          if (reason_seen || !(key == "finish_reason")) break;
+          reason_seen = true;
+          if (!string_if_any(value, reason)) return false;
+          break;
+        default:
+          break;
+      }
     }
-    if (!find_if_any(choice, "finish_reason", value, found)) return false;
-    if (found) {
-      std::optional<std::string_view> reason;
-      if (!string_if_any(value, reason)) return false;
-      if (reason && !reason->empty()) answer_.finish_reason.assign(*reason);
+    if (text_before_index) {  // choice 0 after all: back to its text
+      ondemand::value value;
+      bool found = false;
+      if (!find_if_any(choice, text_key, value, found)) return false;
+      if (found && !read_text(value)) return false;
     }
+    if (reason && !reason->empty()) answer_.finish_reason.assign(*reason);
     return true;
+  }
+
+  bool read_text(ondemand::value& value) {
+    std::optional<ondemand::object> message;
+    if (!object_if_any(value, message)) return false;
+    return !message || read_message(*message);
   }
 
   bool read_message(ondemand::object& message) {
     std::optional<std::string_view> reasoning_content;
     std::optional<std::string_view> reasoning;
     for (auto field_result : message) {
-      ondemand::raw_json_string key;
-      ondemand::value value;
-      if (!split_field(field_result, key, value)) return false;
-      if (key == "content") {
-        std::optional<std::string_view> content;
-        if (!string_if_any(value, content)) return false;
-        if (content) append_text(answer_.content, *content);
-      } else if (key == "reasoning_content") {
-        if (!string_if_any(value, reasoning_content)) return false;
-      } else if (key == "reasoning") {
-        if (!string_if_any(value, reasoning)) return false;
-      } else if (key == "tool_calls") {
-        if (!read_tool_calls(value)) return false;
+      ondemand::field field;
+      if (std::move(field_result).get(field) != SUCCESS) return false;
+      const ondemand::raw_json_string key = field.key();
+      ondemand::value& value = field.value();
+      switch (first_byte(key)) {
+        case 'c':
+          if (key == "content") {
+            std::optional<std::string_view> content;
+            if (!string_if_any(value, content)) return false;
+            if (content) append_text(answer_.content, *content);
+          }
+          break;
+        case 'r':
+          if (key == "reasoning_content") {
+            if (!string_if_any(value, reasoning_content)) return false;
+          } else if (key == "reasoning") {
+            if (!string_if_any(value, reasoning)) return false;
+          }
+          break;
+        case 't':
+          if (key == "tool_calls" && !read_tool_calls(value)) return false;
+          break;
+        default:
+          break;
       }
     }
     // Some vLLM versions send the same reasoning text under both names: take it once.
@@ -557,7 +614,7 @@ class AnswerReader {
     std::int64_t position = 0;
     for (auto element_result : calls) {
       ondemand::value element;
-      if (element_result.get(element) != SUCCESS) return false;
+      if (std::move(element_result).get(element) != SUCCESS) return false;
       std::optional<ondemand::object> call;
       if (!object_if_any(element, call)) return false;
       if (call && !read_tool_call(*call, position)) return false;
@@ -569,54 +626,98 @@ class AnswerReader {
   // One tool call (whole) or one fragment of it (streamed), merged by `index`. A whole
   // body's calls may have no index: their position stands for it.
   bool read_tool_call(ondemand::object& call, std::int64_t position) {
-    ondemand::value value;
-    bool found = false;
-    if (!find_if_any(call, "index", value, found)) return false;
-    std::optional<std::int64_t> index;
-    if (found && !int_if_any(value, index)) return false;
-    ToolCallDelta* slot = tool_call_slot(index.value_or(position));
+    ToolCallPieces pieces;
+    for (auto field_result : call) {
+      ondemand::field field;
+      if (std::move(field_result).get(field) != SUCCESS) return false;
+      const ondemand::raw_json_string key = field.key();
+      ondemand::value& value = field.value();
+      switch (first_byte(key)) {
+        case 'i':
+          if (key == "index") {
+            if (pieces.index_seen) break;
+            pieces.index_seen = true;
+            if (!int_if_any(value, pieces.index)) return false;
+          } else if (key == "id") {
+            if (!first_string(value, pieces.id)) return false;
+          }
+          break;
+        case 't':
+          if (key == "type" && !first_string(value, pieces.type)) return false;
+          break;
+        case 'f':
+          if (!(key == "function") || pieces.function_seen) break;
+          pieces.function_seen = true;
+          {
+            std::optional<ondemand::object> function;
+            if (!object_if_any(value, function)) return false;
+            if (function && !read_function(*function, pieces)) return false;
+          }
+          break;
+        default:
+          break;
+      }
+    }
+    ToolCallDelta* slot = tool_call_slot(pieces.index.value_or(position));
     if (slot == nullptr) {
       answer_.text_truncated = true;
       return true;
     }
-    if (!find_if_any(call, "id", value, found)) return false;
-    if (found && !assign_if_nonempty_string(value, slot->id)) return false;
-    if (!find_if_any(call, "type", value, found)) return false;
-    if (found && !assign_if_nonempty_string(value, slot->type)) return false;
-    if (!find_if_any(call, "function", value, found)) return false;
-    if (!found) return true;
-    std::optional<ondemand::object> function;
-    if (!object_if_any(value, function)) return false;
-    return !function || read_function(*function, *slot);
+    assign_if_nonempty(pieces.id, slot->id);
+    assign_if_nonempty(pieces.type, slot->type);
+    // A name is generated text too: vLLM's tool parsers emit it once decoded.
+    if (pieces.name && !pieces.name->empty()) {
+      carried_text_ = true;
+      assign_if_nonempty(pieces.name, slot->name);
+    }
+    if (pieces.arguments) append_text(slot->arguments, *pieces.arguments);
+    return true;
   }
 
-  bool read_function(ondemand::object& function, ToolCallDelta& slot) {
-    ondemand::value value;
-    bool found = false;
-    if (!find_if_any(function, "name", value, found)) return false;
-    if (found) {
-      std::optional<std::string_view> name;
-      if (!string_if_any(value, name)) return false;
-      // A name is generated text too: vLLM's tool parsers emit it once decoded.
-      if (name && !name->empty()) {
-        carried_text_ = true;
-        slot.name.clear();
-        if (!append_capped(slot.name, *name)) answer_.text_truncated = true;
+  bool read_function(ondemand::object& function, ToolCallPieces& pieces) {
+    bool name_seen = false;
+    bool arguments_seen = false;
+    for (auto field_result : function) {
+      ondemand::field field;
+      if (std::move(field_result).get(field) != SUCCESS) return false;
+      const ondemand::raw_json_string key = field.key();
+      ondemand::value& value = field.value();
+      if (key == "name") {
+        if (name_seen) continue;
+        name_seen = true;
+        if (!string_if_any(value, pieces.name)) return false;
+      } else if (key == "arguments") {
+        if (arguments_seen) continue;
+        arguments_seen = true;
+        ondemand::json_type type;
+        if (!type_of(value, type)) return false;
+        if (type == ondemand::json_type::null) continue;
+        std::string_view arguments;
+        if (type == ondemand::json_type::string) {
+          if (value.get_string().get(arguments) != SUCCESS) return false;
+        } else if (!raw_text(value, arguments)) {  // an object instead of a string: keep it as text
+          return false;
+        }
+        pieces.arguments = arguments;
       }
     }
-    if (!find_if_any(function, "arguments", value, found)) return false;
-    if (!found) return true;
-    ondemand::json_type type;
-    if (!type_of(value, type)) return false;
-    if (type == ondemand::json_type::null) return true;
-    std::string_view arguments;
-    if (type == ondemand::json_type::string) {
-      if (value.get_string().get(arguments) != SUCCESS) return false;
-    } else if (!raw_text(value, arguments)) {  // an object instead of a string: keep it as text
-      return false;
-    }
-    append_text(slot.arguments, arguments);
     return true;
+  }
+
+  // The first occurrence of a key whose value is kept if it is a string.
+  static bool first_string(ondemand::value& value, std::optional<std::string_view>& out) {
+    if (out) return true;
+    // A non-string first occurrence must still make later ones ignored: mark it read.
+    std::optional<std::string_view> text;
+    if (!string_if_any(value, text)) return false;
+    out = text.value_or(std::string_view());
+    return true;
+  }
+
+  void assign_if_nonempty(const std::optional<std::string_view>& text, std::string& out) {
+    if (!text || text->empty()) return;
+    out.clear();
+    if (!append_capped(out, *text)) answer_.text_truncated = true;
   }
 
   // The tool call with this index, created in index order; nullptr past kMaxToolCalls.
@@ -629,16 +730,6 @@ class AnswerReader {
     ToolCallDelta fresh;
     fresh.index = index;
     return &*calls.insert(at, std::move(fresh));
-  }
-
-  bool assign_if_nonempty_string(ondemand::value& value, std::string& out) {
-    std::optional<std::string_view> text;
-    if (!string_if_any(value, text)) return false;
-    if (text && !text->empty()) {
-      out.clear();
-      if (!append_capped(out, *text)) answer_.text_truncated = true;
-    }
-    return true;
   }
 
   void append_text(std::string& text, std::string_view piece) {

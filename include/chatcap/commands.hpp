@@ -3,6 +3,7 @@
 #pragma once
 
 #include "chatcap/cli.hpp"
+#include "chatcap/log_reader.hpp"
 #include "chatcap/pipeline.hpp"
 
 namespace chatcap {
@@ -15,6 +16,10 @@ int command_read(const Options& options);
 int command_run(const Options& options);
 
 // Log readers (cmd_log.cpp): `last [N]`, `show ID`, `tail`; they read options.log_dir.
+// Reads --log-dir for the commands that show it; on failure prints why and returns false,
+// and it warns about lines it had to skip.
+bool load_log(const Options& options, LogContents& log);
+
 int command_last(const Options& options);
 int command_show(const Options& options);
 int command_tail(const Options& options);

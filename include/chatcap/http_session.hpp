@@ -149,6 +149,7 @@ class HttpSession {
   // Finds a message start in carry+bytes; returns the bytes from it on (empty: keep looking).
   std::string_view scan_for_message_start(Direction& d, std::string_view bytes);
   void reset_parser(Direction& d);
+  bool within_header_limit(Direction& d, std::size_t length);
   void release_held_upgrade_bytes(const Exchange& ex);
   void drain_pending_request_bytes();
   void end_stream_answer(Exchange& ex);
