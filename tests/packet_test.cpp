@@ -57,14 +57,15 @@ TEST_CASE("decode: every link type, IPv4 and IPv6, gives the same segment", "[pa
 TEST_CASE("decode: IPv4 options and IPv6 extension headers are skipped by their lengths", "[packet]") {
   RenderOptions v4;
   v4.ipv4_options = {0x94, 0x04, 0x00, 0x00, 0x01, 0x01, 0x01, 0x00};
-  chatcap::TcpSegment s;
-  REQUIRE(decode(Link::ethernet, render(data_segment(kClient, kServer, "opts"), Link::ethernet, v4), s) ==
-          DecodeOutcome::tcp);
+  chatcap::TcpSegment s;  // its payload views the frame: keep each frame alive while it is read
+  const Packet with_options = render(data_segment(kClient, kServer, "opts"), Link::ethernet, v4);
+  REQUIRE(decode(Link::ethernet, with_options, s) == DecodeOutcome::tcp);
   CHECK(s.payload == "opts");
   RenderOptions v6;
   v6.ipv6_ext_headers = {0, 60, 60};
   const Endpoint c6{IpAddress::v6_loopback(), 1}, s6{IpAddress::v6_loopback(), 2};
-  REQUIRE(decode(Link::raw_ip, render(data_segment(c6, s6, "ext"), Link::raw_ip, v6), s) == DecodeOutcome::tcp);
+  const Packet with_extensions = render(data_segment(c6, s6, "ext"), Link::raw_ip, v6);
+  REQUIRE(decode(Link::raw_ip, with_extensions, s) == DecodeOutcome::tcp);
   CHECK(s.payload == "ext");
 }
 
