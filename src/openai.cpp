@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <utility>
 
@@ -18,6 +20,15 @@ namespace {
 
 namespace ondemand = simdjson::ondemand;
 using simdjson::SUCCESS;
+
+// On-demand's iterators are cheap only when the compiler sees a whole read in one function:
+// passed by reference into an out-of-line function, their state goes through memory at every
+// token. So the reading of a chunk's usual fields is forced inline (HOT) into one function of
+// its own (READER: inlined further into its caller, it ran slower), and what few chunks need
+// (usage, errors, tool calls, the first model) is kept out of it (COLD).
+#define CHATCAP_HOT [[gnu::always_inline]] inline
+#define CHATCAP_READER [[gnu::noinline]]
+#define CHATCAP_COLD [[gnu::noinline]]
 
 // Buffers and parsers grow to the largest document they have read. Up to this size they are
 // kept (the steady state then allocates nothing); past it, a document gets buffers of its
@@ -49,11 +60,16 @@ void release_if_large(std::string& buffer) {
 }
 
 // simdjson reads up to SIMDJSON_PADDING bytes past the end of its input: copy `text` into a
-// reused buffer with that much room.
+// reused buffer with that much room, zeroed as simdjson's own padded_string has it (a
+// closing bracket there would send on-demand on a scan of the whole document, simdjson
+// issue 1834). The buffer keeps the size of the largest copy, so the usual event costs two
+// fixed-size copies and no string bookkeeping.
 simdjson::padded_string_view padded_copy(std::string_view text, std::string& buffer) {
-  buffer.reserve(text.size() + simdjson::SIMDJSON_PADDING);
-  buffer.assign(text.data(), text.size());
-  return simdjson::padded_string_view(buffer.data(), buffer.size(), buffer.capacity());
+  const std::size_t padded_size = text.size() + simdjson::SIMDJSON_PADDING;
+  if (buffer.size() < padded_size) buffer.resize(padded_size);
+  if (!text.empty()) std::memcpy(buffer.data(), text.data(), text.size());
+  std::memset(buffer.data() + text.size(), 0, simdjson::SIMDJSON_PADDING);
+  return simdjson::padded_string_view(buffer.data(), text.size(), buffer.size());
 }
 
 // simdjson 3.0's document has no at_end(); its current_location() is out of bounds exactly
@@ -76,7 +92,7 @@ bool split_field(simdjson::simdjson_result<ondemand::field> result, std::string_
 // Iterates `json` as one object and hands it to read(object&) -> bool. True only when the
 // document is an object, read() succeeded and nothing follows the object.
 template <class Read>
-bool read_object_document(ondemand::parser& parser, simdjson::padded_string_view json,
+CHATCAP_HOT bool read_object_document(ondemand::parser& parser, simdjson::padded_string_view json,
                           Read& read) {
   ondemand::document document;
   if (parser.iterate(json).get(document) != SUCCESS) return false;
@@ -96,7 +112,7 @@ ondemand::parser& reused_parser() {
 // Parses `text` as a JSON object with the reused parser when the text is of ordinary size,
 // or with a parser of its own when it is not.
 template <class Read>
-bool parse_object(std::string_view text, std::string& padded, Read&& read) {
+CHATCAP_HOT bool parse_object(std::string_view text, std::string& padded, Read&& read) {
   const simdjson::padded_string_view json = padded_copy(text, padded);
   if (text.size() <= kKeptBufferBytes) return read_object_document(reused_parser(), json, read);
   ondemand::parser own_parser;
@@ -112,24 +128,48 @@ bool type_of(ondemand::value& value, ondemand::json_type& type) {
   return value.type().get(type) == SUCCESS;
 }
 
+// After a typed get_* answered INCORRECT_TYPE (which leaves the value unread): true when the
+// value is of another type, to be skipped; false when its first byte starts no JSON value.
+// Reading with get_* first and asking type() only then gives the same answers as asking
+// type() first, for less work on the value of the expected type.
+CHATCAP_COLD bool other_type(ondemand::value value) {
+  ondemand::json_type type;
+  return type_of(value, type);
+}
+
+// A string value if the value is one. (Plain fields, not std::optional: in the inlined
+// chunk reader, optionals cost calls the compiler would not inline.)
+struct Text {
+  std::string_view view;
+  bool present = false;
+  bool nonempty() const { return present && !view.empty(); }
+};
+
+CHATCAP_HOT bool text_if_any(ondemand::value& value, Text& out) {
+  out.present = false;
+  const simdjson::error_code error = value.get_string().get(out.view);
+  if (error == SUCCESS) {
+    out.present = true;
+    return true;
+  }
+  return error == simdjson::INCORRECT_TYPE && other_type(value);
+}
+
 bool string_if_any(ondemand::value& value, std::optional<std::string_view>& out) {
   out.reset();
-  ondemand::json_type type;
-  if (!type_of(value, type)) return false;
-  if (type != ondemand::json_type::string) return true;
-  std::string_view text;
-  if (value.get_string().get(text) != SUCCESS) return false;
-  out = text;
+  Text text;
+  if (!text_if_any(value, text)) return false;
+  if (text.present) out = text.view;
   return true;
 }
 
-bool int_if_any(ondemand::value& value, std::optional<std::int64_t>& out) {
-  ondemand::json_type type;
-  if (!type_of(value, type)) return false;
-  if (type != ondemand::json_type::number) return true;
+CHATCAP_HOT bool int_if_any(ondemand::value& value, std::optional<std::int64_t>& out) {
   std::int64_t number = 0;
-  if (value.get_int64().get(number) == SUCCESS) out = number;  // 1.5 or 1e30: not a count
-  return true;
+  if (value.get_int64().get(number) == SUCCESS) {
+    out = number;
+    return true;
+  }
+  return other_type(value);  // 1.5, 1e30 or not a number: not a count
 }
 
 bool bool_if_any(ondemand::value& value, std::optional<bool>& out) {
@@ -155,15 +195,17 @@ bool count_if_array(ondemand::value& value, std::int64_t& out) {
   return true;
 }
 
-bool object_if_any(ondemand::value& value, std::optional<ondemand::object>& out) {
-  out.reset();
-  ondemand::json_type type;
-  if (!type_of(value, type)) return false;
-  if (type != ondemand::json_type::object) return true;
-  ondemand::object object;
-  if (value.get_object().get(object) != SUCCESS) return false;
-  out = object;
-  return true;
+// An object (array) value if the value is one: `found` says whether it was.
+CHATCAP_HOT bool object_if_any(ondemand::value& value, ondemand::object& out, bool& found) {
+  const simdjson::error_code error = value.get_object().get(out);
+  found = error == SUCCESS;
+  return found || (error == simdjson::INCORRECT_TYPE && other_type(value));
+}
+
+CHATCAP_HOT bool array_if_any(ondemand::value& value, ondemand::array& out, bool& found) {
+  const simdjson::error_code error = value.get_array().get(out);
+  found = error == SUCCESS;
+  return found || (error == simdjson::INCORRECT_TYPE && other_type(value));
 }
 
 // The value's JSON text exactly as in the document, trailing whitespace trimmed. simdjson
@@ -185,14 +227,6 @@ bool raw_text(ondemand::value& value, std::string_view& out) {
   }
   out = trim_trailing_whitespace(out);
   return true;
-}
-
-// Looks `key` up in `object` regardless of field order; a missing key is not an error.
-bool find_if_any(ondemand::object& object, std::string_view key, ondemand::value& out,
-                 bool& found) {
-  const auto error = object.find_field_unordered(key).get(out);
-  found = error == SUCCESS;
-  return error == SUCCESS || error == simdjson::NO_SUCH_FIELD;
 }
 
 // `text` as a JSON string literal: for bytes that must be kept but are not JSON.
@@ -392,7 +426,53 @@ bool append_capped(std::string& text, std::string_view piece) {
 
 // The first byte of a key as written (its closing quote when the key is empty): objects are
 // read in one pass with their keys dispatched on it, then compared whole.
-char first_byte(const ondemand::raw_json_string& key) { return *key.raw(); }
+CHATCAP_HOT char first_byte(const ondemand::raw_json_string& key) { return *key.raw(); }
+
+// A key name as a template argument: key_is<"choices">(key).
+template <std::size_t N>
+struct KeyName {
+  char text[N] = {};  // the name and its NUL
+  constexpr KeyName(const char (&name)[N]) {  // NOLINT: implicit by design
+    for (std::size_t i = 0; i < N; ++i) text[i] = name[i];
+  }
+};
+
+// The bytes a key that is exactly `Name` has as written, the name then the closing quote,
+// as 8-byte words in memory order, with masks for the bytes that count in the last one.
+template <KeyName Name>
+struct KeyWords {
+  static constexpr std::size_t kBytes = sizeof(Name.text);  // the name and the quote
+  static constexpr std::size_t kCount = (kBytes + 7) / 8;
+  std::uint64_t want[kCount] = {};
+  std::uint64_t mask[kCount] = {};
+  constexpr KeyWords() {
+    for (std::size_t i = 0; i < kBytes; ++i) {
+      const auto byte = static_cast<std::uint64_t>(
+          static_cast<unsigned char>(i + 1 < kBytes ? Name.text[i] : '"'));
+      const std::size_t shift =
+          std::endian::native == std::endian::little ? (i % 8) * 8 : (7 - i % 8) * 8;
+      want[i / 8] |= byte << shift;
+      mask[i / 8] |= std::uint64_t{0xFF} << shift;
+    }
+  }
+};
+
+// True when the key as written is exactly `Name` (plain ASCII, as servers write keys): its
+// raw bytes are then the name and the closing quote. Compared a word at a time against
+// constants (memcmp is a call for these sizes); like raw_json_string's own ==, it may read
+// past a shorter key, never past the document's padding.
+template <KeyName Name>
+CHATCAP_HOT bool key_is(const ondemand::raw_json_string& key) {
+  static constexpr KeyWords<Name> kWords;
+  static_assert(kWords.kCount * 8 <= simdjson::SIMDJSON_PADDING, "reads stay within the padding");
+  const char* raw = key.raw();
+  for (std::size_t word = 0; word < kWords.kCount; ++word) {
+    std::uint64_t got = 0;
+    std::memcpy(&got, raw + word * 8, 8);
+    if ((got & kWords.mask[word]) != kWords.want[word]) return false;
+  }
+  return true;
+}
 
 // Reads one chunk or body into a ChatAnswer. The two differ in where choice 0's text lives
 // (`delta` or `message`) and in what an error keeps: for a body, the whole body; for a
@@ -410,11 +490,11 @@ class AnswerReader {
   AnswerReader(ChatAnswer& answer, AnswerSource source, std::string_view whole_text)
       : answer_(answer), source_(source), whole_text_(whole_text) {}
 
-  bool read(ondemand::object& top) {
+  CHATCAP_READER bool read(ondemand::object top) {  // a copy: its state stays in registers
     for (auto field_result : top) {
       ondemand::field field;
       if (std::move(field_result).get(field) != SUCCESS) return false;
-      if (!read_top_level_field(field.key(), field.value())) return false;
+      if (!read_top_level_field(field)) return false;
     }
     return true;
   }
@@ -428,33 +508,38 @@ class AnswerReader {
   struct ToolCallPieces {
     bool index_seen = false;
     std::optional<std::int64_t> index;
-    std::optional<std::string_view> id;
-    std::optional<std::string_view> type;
+    bool id_seen = false;
+    Text id;
+    bool type_seen = false;
+    Text type;
     bool function_seen = false;
-    std::optional<std::string_view> name;
-    std::optional<std::string_view> arguments;  // string, or other JSON kept as text
+    Text name;
+    Text arguments;  // a string, or other JSON kept as text
   };
 
-  bool read_top_level_field(ondemand::raw_json_string key, ondemand::value& value) {
+  // The value is taken from the field only in the branch that reads it: a copy made for all
+  // fields costs stores for each (values are passed by copy to the cold readers).
+  CHATCAP_HOT bool read_top_level_field(ondemand::field& field) {
+    const ondemand::raw_json_string key = field.key();
     switch (first_byte(key)) {
-      case 'c': return !(key == "choices") || read_choices(value);
-      case 'm': return !(key == "model") || read_model(value);
-      case 'u': return !(key == "usage") || read_usage(value);
-      case 'e': return !(key == "error") || read_error(value);
-      case 'o': return !(key == "object") || read_object_kind(value);
+      case 'c': return !key_is<"choices">(key) || read_choices(field.value());
+      case 'm': return !key_is<"model">(key) || !answer_.model.empty() || read_model(field.value());
+      case 'u': return !key_is<"usage">(key) || read_usage(field.value());
+      case 'e': return !key_is<"error">(key) || read_error(field.value());
+      case 'o': return !key_is<"object">(key) || read_object_kind(field.value());
       default: return true;
     }
   }
 
-  bool read_model(ondemand::value& value) {
-    if (!answer_.model.empty()) return true;  // the first chunk's model is the answer's
+  // The first chunk's model is the answer's: read while answer_.model is empty.
+  CHATCAP_COLD bool read_model(ondemand::value value) {
     std::optional<std::string_view> model;
     if (!string_if_any(value, model)) return false;
     if (model) append_capped(answer_.model, *model);
     return true;
   }
 
-  bool read_usage(ondemand::value& value) {
+  CHATCAP_COLD bool read_usage(ondemand::value value) {
     ondemand::json_type type;
     if (!type_of(value, type)) return false;
     if (type != ondemand::json_type::object) return true;  // `"usage": null` in most chunks
@@ -464,7 +549,7 @@ class AnswerReader {
     return true;
   }
 
-  bool read_error(ondemand::value& value) {
+  CHATCAP_COLD bool read_error(ondemand::value value) {
     ondemand::json_type type;
     if (!type_of(value, type)) return false;
     if (type == ondemand::json_type::null) return true;
@@ -480,7 +565,20 @@ class AnswerReader {
   }
 
   // vLLM's ErrorResponse: {"object":"error","message":...,"type":...,"code":...}.
-  bool read_object_kind(ondemand::value& value) {
+  CHATCAP_HOT bool read_object_kind(ondemand::value& value) {
+    // Every chunk says "chat.completion.chunk": told apart from "error" on its token as
+    // written, which has no escapes to check, without unescaping it (the value is left
+    // unread, and skipped). Any other text is read as a string.
+    constexpr std::string_view kChunkKind = "\"chat.completion.chunk\"";
+    const std::string_view token = value.raw_json_token();
+    if (token.substr(0, kChunkKind.size()) == kChunkKind &&
+        trim_trailing_whitespace(token).size() == kChunkKind.size()) {
+      return true;
+    }
+    return read_object_kind_text(value);
+  }
+
+  CHATCAP_COLD bool read_object_kind_text(ondemand::value value) {
     std::optional<std::string_view> kind;
     if (!string_if_any(value, kind)) return false;
     if (kind == "error") {
@@ -490,18 +588,17 @@ class AnswerReader {
     return true;
   }
 
-  bool read_choices(ondemand::value& value) {
-    ondemand::json_type type;
-    if (!type_of(value, type)) return false;
-    if (type != ondemand::json_type::array) return true;
+  CHATCAP_HOT bool read_choices(ondemand::value& value) {
     ondemand::array choices;
-    if (value.get_array().get(choices) != SUCCESS) return false;
+    bool found = false;
+    if (!array_if_any(value, choices, found)) return false;
+    if (!found) return true;
     for (auto element_result : choices) {
       ondemand::value element;
       if (std::move(element_result).get(element) != SUCCESS) return false;
-      std::optional<ondemand::object> choice;
-      if (!object_if_any(element, choice)) return false;
-      if (choice && !read_choice(*choice)) return false;
+      ondemand::object choice;
+      if (!object_if_any(element, choice, found)) return false;
+      if (found && !read_choice(choice)) return false;
     }
     return true;
   }
@@ -509,13 +606,12 @@ class AnswerReader {
   // Only choice 0 is recorded (a request with n > 1 has others); a choice with no `index`
   // is choice 0. Its text is read when met if `index` came first (as servers send it);
   // otherwise once the whole choice has been read and the index is known.
-  bool read_choice(ondemand::object& choice) {
-    const std::string_view text_key = source_ == AnswerSource::stream_chunk ? "delta" : "message";
+  CHATCAP_HOT bool read_choice(ondemand::object& choice) {
     bool index_seen = false;
     bool text_seen = false;
     bool text_before_index = false;
     bool reason_seen = false;
-    std::optional<std::string_view> reason;
+    Text reason;
     for (auto field_result : choice) {
       ondemand::field field;
       if (std::move(field_result).get(field) != SUCCESS) return false;
@@ -523,7 +619,7 @@ class AnswerReader {
       ondemand::value& value = field.value();
       switch (first_byte(key)) {
         case 'i': {
-          if (index_seen || !(key == "index")) break;
+          if (index_seen || !key_is<"index">(key)) break;
           index_seen = true;
           std::optional<std::int64_t> index;
           if (!int_if_any(value, index)) return false;
@@ -532,7 +628,7 @@ class AnswerReader {
         }
         case 'd':
         case 'm':
-          if (text_seen || !(key == text_key)) break;
+          if (text_seen || !is_text_key(key)) break;
           text_seen = true;
           if (!index_seen) {
             text_before_index = true;
@@ -541,33 +637,50 @@ class AnswerReader {
           }
           break;
         case 'f':
-          if (reason_seen || !(key == "finish_reason")) break;
+          if (reason_seen || !key_is<"finish_reason">(key)) break;
           reason_seen = true;
-          if (!string_if_any(value, reason)) return false;
+          if (!text_if_any(value, reason)) return false;
           break;
         default:
           break;
       }
     }
-    if (text_before_index) {  // choice 0 after all: back to its text
-      ondemand::value value;
-      bool found = false;
-      if (!find_if_any(choice, text_key, value, found)) return false;
-      if (found && !read_text(value)) return false;
-    }
-    if (reason && !reason->empty()) answer_.finish_reason.assign(*reason);
+    if (text_before_index && !read_text_again(choice)) return false;
+    if (reason.nonempty()) answer_.finish_reason.assign(reason.view);
     return true;
   }
 
-  bool read_text(ondemand::value& value) {
-    std::optional<ondemand::object> message;
-    if (!object_if_any(value, message)) return false;
-    return !message || read_message(*message);
+  // A choice whose text came before its index, and is choice 0 after all: back to its text.
+  // Rewound with reset() and read forward with every step checked, not with
+  // find_field_unordered, whose second pass trusts the structure (the old reader crashed on
+  // a malformed chunk there).
+  CHATCAP_COLD bool read_text_again(ondemand::object choice) {
+    bool has_fields = false;
+    if (choice.reset().get(has_fields) != SUCCESS) return false;
+    if (!has_fields) return true;
+    for (auto field_result : choice) {
+      ondemand::field field;
+      if (std::move(field_result).get(field) != SUCCESS) return false;
+      if (is_text_key(field.key())) return read_text(field.value());
+    }
+    return true;
   }
 
-  bool read_message(ondemand::object& message) {
-    std::optional<std::string_view> reasoning_content;
-    std::optional<std::string_view> reasoning;
+  // `delta` in a chunk, `message` in a body.
+  CHATCAP_HOT bool is_text_key(const ondemand::raw_json_string& key) const {
+    return source_ == AnswerSource::stream_chunk ? key_is<"delta">(key) : key_is<"message">(key);
+  }
+
+  CHATCAP_HOT bool read_text(ondemand::value& value) {
+    ondemand::object message;
+    bool found = false;
+    if (!object_if_any(value, message, found)) return false;
+    return !found || read_message(message);
+  }
+
+  CHATCAP_HOT bool read_message(ondemand::object& message) {
+    Text reasoning_content;
+    Text reasoning;
     for (auto field_result : message) {
       ondemand::field field;
       if (std::move(field_result).get(field) != SUCCESS) return false;
@@ -575,21 +688,21 @@ class AnswerReader {
       ondemand::value& value = field.value();
       switch (first_byte(key)) {
         case 'c':
-          if (key == "content") {
-            std::optional<std::string_view> content;
-            if (!string_if_any(value, content)) return false;
-            if (content) append_text(answer_.content, *content);
+          if (key_is<"content">(key)) {
+            Text content;
+            if (!text_if_any(value, content)) return false;
+            if (content.present) append_text(answer_.content, content.view);
           }
           break;
         case 'r':
-          if (key == "reasoning_content") {
-            if (!string_if_any(value, reasoning_content)) return false;
-          } else if (key == "reasoning") {
-            if (!string_if_any(value, reasoning)) return false;
+          if (key_is<"reasoning_content">(key)) {
+            if (!text_if_any(value, reasoning_content)) return false;
+          } else if (key_is<"reasoning">(key)) {
+            if (!text_if_any(value, reasoning)) return false;
           }
           break;
         case 't':
-          if (key == "tool_calls" && !read_tool_calls(value)) return false;
+          if (key_is<"tool_calls">(key) && !read_tool_calls(value)) return false;
           break;
         default:
           break;
@@ -597,27 +710,27 @@ class AnswerReader {
     }
     // Some vLLM versions send the same reasoning text under both names: take it once.
     // (Unescaped strings stay valid in the parser until the next document.)
-    if (reasoning_content && !reasoning_content->empty()) {
-      append_text(answer_.reasoning, *reasoning_content);
-    } else if (reasoning) {
-      append_text(answer_.reasoning, *reasoning);
+    if (reasoning_content.nonempty()) {
+      append_text(answer_.reasoning, reasoning_content.view);
+    } else if (reasoning.present) {
+      append_text(answer_.reasoning, reasoning.view);
     }
     return true;
   }
 
-  bool read_tool_calls(ondemand::value& value) {
-    ondemand::json_type type;
-    if (!type_of(value, type)) return false;
-    if (type != ondemand::json_type::array) return true;
+  // Tool-call deltas: not in most chunks, so out of read(), but read the same way.
+  CHATCAP_READER bool read_tool_calls(ondemand::value value) {
     ondemand::array calls;
-    if (value.get_array().get(calls) != SUCCESS) return false;
+    bool found = false;
+    if (!array_if_any(value, calls, found)) return false;
+    if (!found) return true;
     std::int64_t position = 0;
     for (auto element_result : calls) {
       ondemand::value element;
       if (std::move(element_result).get(element) != SUCCESS) return false;
-      std::optional<ondemand::object> call;
-      if (!object_if_any(element, call)) return false;
-      if (call && !read_tool_call(*call, position)) return false;
+      ondemand::object call;
+      if (!object_if_any(element, call, found)) return false;
+      if (found && !read_tool_call(call, position)) return false;
       ++position;
     }
     return true;
@@ -625,7 +738,7 @@ class AnswerReader {
 
   // One tool call (whole) or one fragment of it (streamed), merged by `index`. A whole
   // body's calls may have no index: their position stands for it.
-  bool read_tool_call(ondemand::object& call, std::int64_t position) {
+  CHATCAP_HOT bool read_tool_call(ondemand::object& call, std::int64_t position) {
     ToolCallPieces pieces;
     for (auto field_result : call) {
       ondemand::field field;
@@ -634,24 +747,25 @@ class AnswerReader {
       ondemand::value& value = field.value();
       switch (first_byte(key)) {
         case 'i':
-          if (key == "index") {
+          if (key_is<"index">(key)) {
             if (pieces.index_seen) break;
             pieces.index_seen = true;
             if (!int_if_any(value, pieces.index)) return false;
-          } else if (key == "id") {
-            if (!first_string(value, pieces.id)) return false;
+          } else if (key_is<"id">(key)) {
+            if (!first_text(value, pieces.id_seen, pieces.id)) return false;
           }
           break;
         case 't':
-          if (key == "type" && !first_string(value, pieces.type)) return false;
+          if (key_is<"type">(key) && !first_text(value, pieces.type_seen, pieces.type)) return false;
           break;
         case 'f':
-          if (!(key == "function") || pieces.function_seen) break;
+          if (!key_is<"function">(key) || pieces.function_seen) break;
           pieces.function_seen = true;
           {
-            std::optional<ondemand::object> function;
-            if (!object_if_any(value, function)) return false;
-            if (function && !read_function(*function, pieces)) return false;
+            ondemand::object function;
+            bool found = false;
+            if (!object_if_any(value, function, found)) return false;
+            if (found && !read_function(function, pieces)) return false;
           }
           break;
         default:
@@ -666,15 +780,15 @@ class AnswerReader {
     assign_if_nonempty(pieces.id, slot->id);
     assign_if_nonempty(pieces.type, slot->type);
     // A name is generated text too: vLLM's tool parsers emit it once decoded.
-    if (pieces.name && !pieces.name->empty()) {
+    if (pieces.name.nonempty()) {
       carried_text_ = true;
       assign_if_nonempty(pieces.name, slot->name);
     }
-    if (pieces.arguments) append_text(slot->arguments, *pieces.arguments);
+    if (pieces.arguments.present) append_text(slot->arguments, pieces.arguments.view);
     return true;
   }
 
-  bool read_function(ondemand::object& function, ToolCallPieces& pieces) {
+  CHATCAP_HOT bool read_function(ondemand::object& function, ToolCallPieces& pieces) {
     bool name_seen = false;
     bool arguments_seen = false;
     for (auto field_result : function) {
@@ -682,11 +796,11 @@ class AnswerReader {
       if (std::move(field_result).get(field) != SUCCESS) return false;
       const ondemand::raw_json_string key = field.key();
       ondemand::value& value = field.value();
-      if (key == "name") {
+      if (key_is<"name">(key)) {
         if (name_seen) continue;
         name_seen = true;
-        if (!string_if_any(value, pieces.name)) return false;
-      } else if (key == "arguments") {
+        if (!text_if_any(value, pieces.name)) return false;
+      } else if (key_is<"arguments">(key)) {
         if (arguments_seen) continue;
         arguments_seen = true;
         ondemand::json_type type;
@@ -698,26 +812,25 @@ class AnswerReader {
         } else if (!raw_text(value, arguments)) {  // an object instead of a string: keep it as text
           return false;
         }
-        pieces.arguments = arguments;
+        pieces.arguments.view = arguments;
+        pieces.arguments.present = true;
       }
     }
     return true;
   }
 
-  // The first occurrence of a key whose value is kept if it is a string.
-  static bool first_string(ondemand::value& value, std::optional<std::string_view>& out) {
-    if (out) return true;
-    // A non-string first occurrence must still make later ones ignored: mark it read.
-    std::optional<std::string_view> text;
-    if (!string_if_any(value, text)) return false;
-    out = text.value_or(std::string_view());
-    return true;
+  // The first occurrence of a key, whose value is kept if it is a string (later ones are
+  // ignored even when the first is not a string).
+  CHATCAP_HOT static bool first_text(ondemand::value& value, bool& seen, Text& out) {
+    if (seen) return true;
+    seen = true;
+    return text_if_any(value, out);
   }
 
-  void assign_if_nonempty(const std::optional<std::string_view>& text, std::string& out) {
-    if (!text || text->empty()) return;
+  void assign_if_nonempty(const Text& text, std::string& out) {
+    if (!text.nonempty()) return;
     out.clear();
-    if (!append_capped(out, *text)) answer_.text_truncated = true;
+    if (!append_capped(out, text.view)) answer_.text_truncated = true;
   }
 
   // The tool call with this index, created in index order; nullptr past kMaxToolCalls.
@@ -732,7 +845,7 @@ class AnswerReader {
     return &*calls.insert(at, std::move(fresh));
   }
 
-  void append_text(std::string& text, std::string_view piece) {
+  CHATCAP_HOT void append_text(std::string& text, std::string_view piece) {
     if (piece.empty()) return;
     carried_text_ = true;
     if (!append_capped(text, piece)) answer_.text_truncated = true;

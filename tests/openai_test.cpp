@@ -1,10 +1,16 @@
 #include "chatcap/openai.hpp"
 
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
 #include "chatcap/sse.hpp"
 
@@ -457,6 +463,429 @@ TEST_CASE("openai: non-streamed bodies that are not a JSON object", "[openai]") 
     INFO("body: " << body);
     ChatAnswer answer;
     CHECK_FALSE(assemble_chat_completion(body, answer));
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Chunks read in one pass: keys matched exactly, in any order, values of any shape.
+
+TEST_CASE("openai: keys are matched whole, not by their first letters", "[openai]") {
+  const ChatAnswer answer = assemble({
+      {1, R"({"models":"not-this","model":"m","choices":[{"indexes":1,"index":0,"deltas":{"content":"no"},"delta":{"contents":"no","content":"yes","reasonings":"no","tool_callsx":[{"index":0,"function":{"name":"no"}}]},"finish_reasons":"no","finish_reason":null}],"usages":{"a":1},"errors":{"message":"no"},"objects":"error"})"},
+      {2, R"({"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"completion_tokens":1}})"},
+  });
+  CHECK(answer.model == "m");
+  CHECK(answer.content == "yes");
+  CHECK(answer.reasoning.empty());
+  CHECK(answer.tool_calls.empty());
+  CHECK(answer.finish_reason == "stop");
+  CHECK(answer.usage_json == R"({"completion_tokens":1})");
+  CHECK(answer.error_json.empty());
+  CHECK(answer.bad_events == 0);
+}
+
+TEST_CASE("openai: a choice's fields in any order, with whitespace everywhere", "[openai]") {
+  const ChatAnswer answer = assemble({
+      // finish_reason and delta before index; choice 1 first.
+      {1, " {\n \"choices\" : [ { \"finish_reason\" : \"length\" , \"delta\" : { \"content\" : \"ONE\" } , \"index\" : 1 } ,"
+          "\n\t{ \"delta\" : { \"content\" : \"zero\" } , \"logprobs\" : null , \"index\" : 0 } ] , \"model\" : \"m\" } \n"},
+      {2, R"({"choices":[{"finish_reason":"stop","logprobs":{"content":[{"token":"x"}]},"delta":{"reasoning_content":"r"},"index":0}]})"},
+  });
+  CHECK(answer.content == "zero");
+  CHECK(answer.reasoning == "r");
+  CHECK(answer.finish_reason == "stop");
+  CHECK(answer.model == "m");
+  CHECK(answer.token_events == 2);
+  CHECK(answer.bad_events == 0);
+}
+
+TEST_CASE("openai: `object` says error however it is written", "[openai]") {
+  SECTION("escaped") {
+    const std::string data = R"({"object":"\u0065rror","message":"boom","code":500})";
+    const ChatAnswer answer = assemble({{1, data}});
+    CHECK(answer.error_json == data);
+  }
+  SECTION("the usual chunk kind, escaped or spaced, is no error") {
+    const ChatAnswer answer = assemble({
+        {1, R"({"object":"chat.completion.chunk\u0020","choices":[]})"},
+        {2, R"({"object" : "chat.completion.chunk"  ,"choices":[]})"},
+        {3, R"({"object":"chat.completion.chunk","choices":[]})"},
+        {4, R"({"object":"chat\u002ecompletion.chunk","choices":[]})"},
+    });
+    CHECK(answer.error_json.empty());
+    CHECK(answer.bad_events == 0);
+  }
+  SECTION("a bad escape in it is a bad event") {
+    const ChatAnswer answer = assemble({{1, R"({"object":"chat.completion.chunk\q","choices":[]})"}});
+    CHECK(answer.bad_events == 1);
+  }
+}
+
+TEST_CASE("openai: a value that is no JSON where a field is read is a bad event", "[openai]") {
+  for (const char* data : {
+           R"({"choices":x})",
+           R"({"choices":[x]})",
+           R"({"choices":[{"index":x,"delta":{"content":"a"}}]})",
+           R"({"choices":[{"index":0,"delta":x}]})",
+           R"({"choices":[{"index":0,"delta":{"content":x}}]})",
+           R"({"choices":[{"index":0,"delta":{"reasoning":x}}]})",
+           R"({"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":x}]})",
+           R"({"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":x}}]}}]})",
+           R"({"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":x}]}}]})",
+           R"({"model":x,"choices":[]})",
+           R"({"object":x,"choices":[]})",
+           R"({"usage":x,"choices":[]})",
+           R"({"choices":[{"index":0,"delta":{"content":"a\x"}}]})",
+           R"({"choices":[{"index":0,"delta":{"content":"a"}}]})"
+           "}",
+       }) {
+    INFO("data: " << data);
+    const ChatAnswer answer = assemble({{1, data}});
+    CHECK(answer.bad_events == 1);
+  }
+}
+
+TEST_CASE("openai: a short event after a long one is read on its own", "[openai]") {
+  // The parse buffer is reused: what a longer event left past a shorter one's end must not
+  // count. Each truncated event below follows one whose next bytes would complete it.
+  const std::string nested = R"({"choices":[],"x":{"y":{"z":[1]}}})";
+  const std::string long_chunk = chunk(R"({"content":")" + std::string(300, 'x') + R"("})");
+  const ChatAnswer answer = assemble({
+      {1, long_chunk},
+      {2, R"({"choices":[{"index":0,"delta":{"content":"y"}}]})"},
+      {3, nested},
+      {4, nested.substr(0, nested.size() - 1)},  // ends in '}', one missing
+      {5, nested},
+      {6, nested.substr(0, nested.size() - 2)},
+      {7, nested},
+      {8, nested.substr(0, nested.size() - 4)},  // ends in ']'
+      {9, R"({"choices":[]})"},
+  });
+  CHECK(answer.content == std::string(300, 'x') + "y");
+  CHECK(answer.bad_events == 3);
+  CHECK(answer.events == 9);
+}
+
+TEST_CASE("openai: tool-call fields in any order; the first of a repeated key counts", "[openai]") {
+  const ChatAnswer answer = assemble({
+      {1, chunk(R"({"tool_calls":[{"function":{"arguments":"{\"a\":","name":"f"},"type":"function","id":"call_1","index":0}]})")},
+      {2, chunk(R"({"tool_calls":[{"function":{"arguments":"1}"},"index":0,"index":1}]})")},
+      {3, chunk(R"({"tool_calls":[{"id":null,"id":"call_x","index":0,"function":{"name":"","arguments":null}}]})")},
+  });
+  REQUIRE(answer.tool_calls.size() == 1);
+  CHECK(answer.tool_calls[0].id == "call_1");
+  CHECK(answer.tool_calls[0].type == "function");
+  CHECK(answer.tool_calls[0].name == "f");
+  CHECK(answer.tool_calls[0].arguments == R"({"a":1})");
+  CHECK(answer.token_events == 2);
+}
+
+TEST_CASE("openai: non-streamed body with the message before the index", "[openai]") {
+  ChatAnswer answer;
+  REQUIRE(assemble_chat_completion(
+      R"({"choices":[{"message":{"content":"one"},"index":1},{"finish_reason":"stop","message":{"content":"zero","tool_calls":[{"function":{"name":"a","arguments":"{}"}},{"function":{"name":"b","arguments":{"x":[1, 2]}}}]},"index":0}],"model":"m"})",
+      answer));
+  CHECK(answer.content == "zero");
+  CHECK(answer.finish_reason == "stop");
+  REQUIRE(answer.tool_calls.size() == 2);
+  CHECK(answer.tool_calls[0].name == "a");
+  CHECK(answer.tool_calls[1].index == 1);
+  CHECK(answer.tool_calls[1].arguments == R"({"x":[1, 2]})");
+}
+
+namespace {
+
+// Random chunks written every way JSON allows (key order, whitespace, escapes, unknown keys
+// and values of any shape, nulls, n > 1 choices, tool-call fragments), with the answer they
+// must assemble to worked out alongside, independently of the reader.
+class RandomChunks {
+ public:
+  explicit RandomChunks(std::uint32_t seed) : rng_(seed) {}
+
+  struct Expected {
+    std::string model, content, reasoning, finish_reason;
+    std::optional<nlohmann::json> usage;
+    std::map<std::int64_t, ToolCallDelta> tool_calls;
+    std::uint64_t token_events = 0;
+  };
+
+  // One chunk event's data; `expected` is updated with what it carries.
+  std::string event(Expected& expected) {
+    Fields top;
+    top.push_back({"id", literal("chatcmpl-" + std::to_string(pick(1000)))});
+    top.push_back({"object", literal("chat.completion.chunk")});
+    top.push_back({"created", std::to_string(1764000000 + pick(10))});
+    top.push_back({"model", literal("gpt-oss-120b")});
+    if (expected.model.empty()) expected.model = "gpt-oss-120b";
+    const int choices = chance(75) ? 1 : 2 + pick(2);
+    std::vector<std::string> elements;
+    bool carried = false;
+    for (int index = 0; index < choices; ++index) {
+      elements.push_back(choice(index, choices == 1 && chance(15), expected, carried));
+    }
+    std::shuffle(elements.begin(), elements.end(), rng_);
+    if (chance(5)) elements.insert(elements.begin() + pick(static_cast<int>(elements.size()) + 1), junk(1));
+    top.push_back({"choices", array(elements)});
+    if (chance(30)) {
+      top.push_back({"usage", "null"});
+    } else if (chance(10)) {
+      const nlohmann::json usage = {{"prompt_tokens", pick(500)}, {"completion_tokens", pick(500)},
+                                    {"prompt_tokens_details", nullptr}};
+      top.push_back({"usage", object({{"prompt_tokens", std::to_string(usage["prompt_tokens"].get<int>())},
+                                      {"completion_tokens", std::to_string(usage["completion_tokens"].get<int>())},
+                                      {"prompt_tokens_details", "null"}})});
+      expected.usage = usage;
+    }
+    if (chance(10)) top.push_back({"error", "null"});
+    add_unknown(top, {"models", "choice", "choices_", "usage_", "objects", "system_fingerprint", "e"});
+    if (carried) ++expected.token_events;
+    return ws() + object(top) + ws();
+  }
+
+ private:
+  using Fields = std::vector<std::pair<std::string, std::string>>;
+
+  int pick(int n) { return std::uniform_int_distribution<int>(0, n - 1)(rng_); }
+  bool chance(int percent) { return pick(100) < percent; }
+
+  std::string ws() {
+    static const char* const kSpaces[] = {"", "", "", "", " ", "\n", "\t", " \r\n  "};
+    return kSpaces[pick(8)];
+  }
+
+  std::string text() {
+    static const char* const kPieces[] = {
+        "",        " tok",   "a",        "Caf\xC3\xA9",       "\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E",
+        "\xF0\x9F\x98\x80", "q\"uote", "back\\slash", "new\nline", "tab\there", " / ", "{\"city\": "};
+    std::string out;
+    for (int n = 1 + pick(2); n > 0; --n) out += kPieces[pick(12)];
+    return out;
+  }
+
+  // `value` as a JSON string literal, each character written plainly or escaped at random.
+  std::string literal(const std::string& value) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    auto hex4 = [](std::uint32_t unit) {
+      std::string s = "\\u";
+      for (int shift = 12; shift >= 0; shift -= 4) s.push_back(kHex[(unit >> shift) & 0xF]);
+      return s;
+    };
+    std::string out = "\"";
+    for (std::size_t i = 0; i < value.size();) {
+      const auto byte = static_cast<unsigned char>(value[i]);
+      const std::size_t length = byte < 0x80 ? 1 : byte < 0xE0 ? 2 : byte < 0xF0 ? 3 : 4;
+      const std::string character = value.substr(i, length);
+      i += length;
+      if (!chance(30)) {  // plainly, where JSON allows
+        if (byte == '"' || byte == '\\') {
+          out += '\\';
+          out += character;
+          continue;
+        }
+        if (byte == '\n') { out += "\\n"; continue; }
+        if (byte == '\t') { out += "\\t"; continue; }
+        if (byte >= 0x20) { out += character; continue; }
+      }
+      std::uint32_t code = length == 1 ? byte : byte & (0xFF >> (length + 1));
+      for (std::size_t k = 1; k < length; ++k) code = (code << 6) | (static_cast<unsigned char>(character[k]) & 0x3F);
+      if (code >= 0x10000) {
+        code -= 0x10000;
+        out += hex4(0xD800 + (code >> 10)) + hex4(0xDC00 + (code & 0x3FF));
+      } else {
+        out += hex4(code);
+      }
+    }
+    return out + "\"";
+  }
+
+  std::string object(Fields fields) {
+    std::shuffle(fields.begin(), fields.end(), rng_);
+    std::string out = "{";
+    for (std::size_t i = 0; i < fields.size(); ++i) {
+      if (i > 0) out += ws() + ",";
+      out += ws() + "\"" + fields[i].first + "\"" + ws() + ":" + ws() + fields[i].second;
+    }
+    return out + ws() + "}";
+  }
+
+  std::string array(const std::vector<std::string>& elements) {
+    std::string out = "[";
+    for (std::size_t i = 0; i < elements.size(); ++i) {
+      if (i > 0) out += ws() + ",";
+      out += ws() + elements[i];
+    }
+    return out + ws() + "]";
+  }
+
+  // Any JSON value, nested up to `depth` levels.
+  std::string junk(int depth) {
+    switch (pick(depth > 0 ? 8 : 6)) {
+      case 0: return "null";
+      case 1: return chance(50) ? "true" : "false";
+      case 2: return std::to_string(pick(100000) - 50000);
+      case 3: return "-1.5e3";
+      case 4:
+      case 5: return literal(text());
+      case 6: return array({junk(depth - 1), junk(depth - 1)});
+      default: return object({{"index", junk(depth - 1)}, {"content", junk(depth - 1)}, {"}", literal("]")}});
+    }
+  }
+
+  // Keys the reader must not take for the ones it reads, with values of any shape.
+  void add_unknown(Fields& fields, std::initializer_list<const char*> keys) {
+    for (const char* key : keys) {
+      if (chance(15)) fields.push_back({key, junk(2)});
+    }
+  }
+
+  std::string choice(int index, bool without_index, Expected& expected, bool& carried) {
+    const bool recorded = index == 0;
+    Fields fields;
+    if (!without_index) fields.push_back({"index", std::to_string(index)});
+    if (chance(90)) fields.push_back({"delta", chance(5) ? "null" : delta(recorded, expected, carried)});
+    fields.push_back({"logprobs", chance(90) ? "null" : junk(2)});
+    if (chance(85)) {
+      if (chance(80)) {
+        fields.push_back({"finish_reason", "null"});
+      } else {
+        const std::string reason = chance(50) ? "stop" : "length";
+        fields.push_back({"finish_reason", literal(reason)});
+        if (recorded) expected.finish_reason = reason;
+      }
+    }
+    add_unknown(fields, {"indexes", "deltas", "finish_reasons", "stop_reason", "d", "i", "f"});
+    return object(fields);
+  }
+
+  std::string delta(bool recorded, Expected& expected, bool& carried) {
+    Fields fields;
+    if (chance(10)) fields.push_back({"role", literal("assistant")});
+    if (chance(60)) {
+      if (chance(15)) {
+        fields.push_back({"content", "null"});
+      } else {
+        const std::string piece = text();
+        fields.push_back({"content", literal(piece)});
+        if (recorded && !piece.empty()) {
+          expected.content += piece;
+          carried = true;
+        }
+      }
+    }
+    std::optional<std::string> reasoning_content, reasoning;
+    if (chance(30)) {
+      reasoning_content = text();
+      fields.push_back({"reasoning_content", chance(20) ? "null" : literal(*reasoning_content)});
+      if (fields.back().second == "null") reasoning_content.reset();
+    }
+    if (chance(30)) {
+      reasoning = chance(50) && reasoning_content ? *reasoning_content : text();
+      fields.push_back({"reasoning", chance(20) ? "null" : literal(*reasoning)});
+      if (fields.back().second == "null") reasoning.reset();
+    }
+    if (recorded) {
+      const std::string* taken = reasoning_content && !reasoning_content->empty() ? &*reasoning_content
+                                 : reasoning ? &*reasoning : nullptr;
+      if (taken != nullptr && !taken->empty()) {
+        expected.reasoning += *taken;
+        carried = true;
+      }
+    }
+    if (chance(25)) {
+      if (chance(10)) {
+        fields.push_back({"tool_calls", "null"});
+      } else {
+        std::vector<std::string> calls;
+        for (int n = pick(3); n > 0; --n) calls.push_back(tool_call(recorded, expected, carried));
+        fields.push_back({"tool_calls", array(calls)});
+      }
+    }
+    add_unknown(fields, {"contents", "reasoning_contents", "reasonings", "tool_call", "refusal", "c", "r", "t"});
+    return object(fields);
+  }
+
+  std::string tool_call(bool recorded, Expected& expected, bool& carried) {
+    const std::int64_t index = pick(3);
+    // Streamed calls always say their index; choice 0's are recorded (made even when empty).
+    ToolCallDelta ignored;
+    ToolCallDelta& slot = recorded ? expected.tool_calls[index] : ignored;
+    slot.index = index;
+    Fields fields = {{"index", std::to_string(index)}};
+    if (chance(30)) {
+      const std::string id = "call_" + std::to_string(pick(100));
+      fields.push_back({"id", chance(20) ? "null" : literal(id)});
+      if (recorded && fields.back().second != "null") slot.id = id;
+    }
+    if (chance(30)) {
+      fields.push_back({"type", literal("function")});
+      if (recorded) slot.type = "function";
+    }
+    if (chance(90)) {
+      Fields function;
+      if (chance(30)) {
+        const std::string name = chance(10) ? "" : "get_" + std::to_string(pick(10));
+        function.push_back({"name", chance(10) ? "null" : literal(name)});
+        if (recorded && function.back().second != "null" && !name.empty()) {
+          slot.name = name;
+          carried = true;
+        }
+      }
+      if (chance(80)) {
+        const std::string arguments = text();
+        function.push_back({"arguments", chance(10) ? "null" : literal(arguments)});
+        if (recorded && function.back().second != "null" && !arguments.empty()) {
+          slot.arguments += arguments;
+          carried = true;
+        }
+      }
+      add_unknown(function, {"names", "argument", "a", "n"});
+      fields.push_back({"function", object(function)});
+    }
+    add_unknown(fields, {"indexes", "ids", "types", "functions", "i", "t", "f"});
+    return object(fields);
+  }
+
+  std::mt19937 rng_;
+};
+
+}  // namespace
+
+TEST_CASE("openai: random chunks, written every way JSON allows, assemble as expected",
+          "[openai]") {
+  for (std::uint32_t seed = 1; seed <= 300; ++seed) {
+    RandomChunks random(seed);
+    RandomChunks::Expected expected;
+    std::vector<TimedData> events;
+    for (int i = 0; i < 25; ++i) events.push_back({1000 * (i + 1), random.event(expected)});
+    events.push_back({1000000, "[DONE]"});
+    const ChatAnswer answer = assemble(events);
+    INFO("seed " << seed << ", first event: " << events.front().data);
+    REQUIRE(answer.bad_events == 0);
+    CHECK(answer.model == expected.model);
+    CHECK(answer.content == expected.content);
+    CHECK(answer.reasoning == expected.reasoning);
+    CHECK(answer.finish_reason == expected.finish_reason);
+    CHECK(answer.token_events == expected.token_events);
+    if (expected.usage) {
+      REQUIRE_FALSE(answer.usage_json.empty());
+      CHECK(nlohmann::json::parse(answer.usage_json) == *expected.usage);
+    } else {
+      CHECK(answer.usage_json.empty());
+    }
+    CHECK(answer.error_json.empty());
+    CHECK(answer.done);
+    // Choice 0's calls only, in index order.
+    REQUIRE(answer.tool_calls.size() == expected.tool_calls.size());
+    auto want = expected.tool_calls.begin();
+    for (const ToolCallDelta& call : answer.tool_calls) {
+      INFO("tool call " << want->first);
+      CHECK(call.index == want->first);
+      CHECK(call.id == want->second.id);
+      CHECK(call.type == want->second.type);
+      CHECK(call.name == want->second.name);
+      CHECK(call.arguments == want->second.arguments);
+      ++want;
+    }
   }
 }
 
