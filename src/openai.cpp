@@ -424,6 +424,14 @@ bool append_capped(std::string& text, std::string_view piece) {
   return false;
 }
 
+// Appends streamed text to one of the answer's text fields, marking the answer cut when the
+// cap is met. False for an empty piece, which changes nothing.
+bool append_answer_text(ChatAnswer& answer, std::string& field, std::string_view piece) {
+  if (piece.empty()) return false;
+  if (!append_capped(field, piece)) answer.text_truncated = true;
+  return true;
+}
+
 // The first byte of a key as written (its closing quote when the key is empty): objects are
 // read in one pass with their keys dispatched on it, then compared whole.
 CHATCAP_HOT char first_byte(const ondemand::raw_json_string& key) { return *key.raw(); }
@@ -502,6 +510,14 @@ class AnswerReader {
   // Some content, reasoning or tool-call text was read: a token event.
   bool carried_text() const { return carried_text_; }
   bool saw_error() const { return saw_error_; }
+
+  // When the chunk's only effect that is not idempotent was appending one string value to
+  // `content` or `reasoning`: that value's token as written (in the parsed copy), and where
+  // it went. Empty otherwise. (Assignments such as finish_reason or usage repeat harmlessly.)
+  std::string_view sole_text_token() const {
+    return appends_ == 1 && !tool_calls_seen_ ? appended_token_ : std::string_view();
+  }
+  ChunkShape::Text sole_text_target() const { return appended_target_; }
 
  private:
   // A tool call (or fragment) as read, applied once its index is known.
@@ -681,6 +697,8 @@ class AnswerReader {
   CHATCAP_HOT bool read_message(ondemand::object& message) {
     Text reasoning_content;
     Text reasoning;
+    std::string_view reasoning_content_token;
+    std::string_view reasoning_token;
     for (auto field_result : message) {
       ondemand::field field;
       if (std::move(field_result).get(field) != SUCCESS) return false;
@@ -689,20 +707,28 @@ class AnswerReader {
       switch (first_byte(key)) {
         case 'c':
           if (key_is<"content">(key)) {
+            const std::string_view token = value.raw_json_token();
             Text content;
             if (!text_if_any(value, content)) return false;
-            if (content.present) append_text(answer_.content, content.view);
+            if (content.present && append_text(answer_.content, content.view)) {
+              note_append(token, ChunkShape::Text::content);
+            }
           }
           break;
         case 'r':
           if (key_is<"reasoning_content">(key)) {
+            reasoning_content_token = value.raw_json_token();
             if (!text_if_any(value, reasoning_content)) return false;
           } else if (key_is<"reasoning">(key)) {
+            reasoning_token = value.raw_json_token();
             if (!text_if_any(value, reasoning)) return false;
           }
           break;
         case 't':
-          if (key_is<"tool_calls">(key) && !read_tool_calls(value)) return false;
+          if (key_is<"tool_calls">(key)) {
+            tool_calls_seen_ = true;
+            if (!read_tool_calls(value)) return false;
+          }
           break;
         default:
           break;
@@ -712,10 +738,17 @@ class AnswerReader {
     // (Unescaped strings stay valid in the parser until the next document.)
     if (reasoning_content.nonempty()) {
       append_text(answer_.reasoning, reasoning_content.view);
-    } else if (reasoning.present) {
-      append_text(answer_.reasoning, reasoning.view);
+      note_append(reasoning_content_token, ChunkShape::Text::reasoning);
+    } else if (reasoning.present && append_text(answer_.reasoning, reasoning.view)) {
+      note_append(reasoning_token, ChunkShape::Text::reasoning);
     }
     return true;
+  }
+
+  void note_append(std::string_view token, ChunkShape::Text target) {
+    ++appends_;
+    appended_token_ = token;
+    appended_target_ = target;
   }
 
   // Tool-call deltas: not in most chunks, so out of read(), but read the same way.
@@ -845,10 +878,11 @@ class AnswerReader {
     return &*calls.insert(at, std::move(fresh));
   }
 
-  CHATCAP_HOT void append_text(std::string& text, std::string_view piece) {
-    if (piece.empty()) return;
+  // False for an empty piece, which changes nothing.
+  CHATCAP_HOT bool append_text(std::string& text, std::string_view piece) {
+    if (!append_answer_text(answer_, text, piece)) return false;
     carried_text_ = true;
-    if (!append_capped(text, piece)) answer_.text_truncated = true;
+    return true;
   }
 
   ChatAnswer& answer_;
@@ -856,6 +890,10 @@ class AnswerReader {
   std::string_view whole_text_;
   bool carried_text_ = false;
   bool saw_error_ = false;
+  bool tool_calls_seen_ = false;
+  int appends_ = 0;  // content and reasoning appends
+  std::string_view appended_token_;
+  ChunkShape::Text appended_target_ = ChunkShape::Text::content;
 };
 
 std::uint32_t gap_us(timestamp_us from, timestamp_us to) {
@@ -874,7 +912,72 @@ void note_token_event(ChatAnswer& answer, timestamp_us ts) {
   answer.last_token_ts = ts;
 }
 
-void take_event(ChatAnswer& answer, std::string& scratch, const SseEvent& event) {
+// Parses `token`, a JSON string literal as written, with nothing after it. The text it holds
+// is valid until the next parse.
+bool read_string_token(std::string_view token, std::string& padded, std::string_view& text) {
+  ondemand::document document;
+  if (reused_parser().iterate(padded_copy(token, padded)).get(document) != SUCCESS) return false;
+  if (document.get_string().get(text) != SUCCESS) return false;
+  return document_at_end(document);
+}
+
+// A string literal without escapes stands for its own bytes (JSON: any character but the
+// quote, the backslash and controls), when they are UTF-8. Most token texts are such, and
+// this costs less than a parse.
+bool plain_string_text(std::string_view token, std::string_view& text) {
+  if (token.size() < 2 || token.front() != '"' || token.back() != '"') return false;
+  const std::string_view inner = token.substr(1, token.size() - 2);
+  bool ascii = true;
+  for (const char c : inner) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte == '"' || byte == '\\' || byte < 0x20) return false;
+    ascii = ascii && byte < 0x80;
+  }
+  if (!ascii && !simdjson::validate_utf8(inner.data(), inner.size())) return false;
+  text = inner;
+  return true;
+}
+
+// A chunk shaped like the last one read in full (see ChunkShape): its text appended, and true;
+// false when it is not so shaped, or its text is no valid JSON string, or is empty (then the
+// full reading may pick other text, `reasoning` after an empty `reasoning_content`).
+bool take_same_shape_chunk(ChatAnswer& answer, std::string& scratch, const ChunkShape& shape,
+                           std::string_view data) {
+  const std::size_t head = shape.head.size();
+  const std::size_t tail = shape.tail.size();
+  if (head == 0 || data.size() < head + tail + 1) return false;  // +1: the closing quote
+  if (data.substr(0, head) != shape.head || data.substr(data.size() - tail) != shape.tail) {
+    return false;
+  }
+  // The head's last byte is the text's opening quote.
+  const std::string_view token = data.substr(head - 1, data.size() - tail - (head - 1));
+  std::string_view text;
+  if (!plain_string_text(token, text) && !read_string_token(token, scratch, text)) return false;
+  if (text.empty()) return false;
+  std::string& field = shape.target == ChunkShape::Text::content ? answer.content : answer.reasoning;
+  return append_answer_text(answer, field, text);
+}
+
+// After a chunk read in full: learns its shape if its text token allows (in the padded copy
+// of `data`, at the same offsets), else forgets the last.
+void learn_shape(ChunkShape& shape, std::string_view data, const std::string& padded,
+                 const AnswerReader& reader) {
+  const std::string_view token = trim_trailing_whitespace(reader.sole_text_token());
+  const char* const copy = padded.data();
+  const bool usable = token.size() >= 2 && token.front() == '"' && token.back() == '"' &&
+                      data.size() <= ChunkShape::kMaxBytes && token.data() > copy &&
+                      token.data() + token.size() <= copy + data.size();
+  if (!usable) {
+    shape.forget();
+    return;
+  }
+  const auto at = static_cast<std::size_t>(token.data() - copy);
+  shape.head.assign(data.substr(0, at + 1));
+  shape.tail.assign(data.substr(at + token.size()));
+  shape.target = reader.sole_text_target();
+}
+
+void take_event(ChatAnswer& answer, std::string& scratch, ChunkShape& shape, const SseEvent& event) {
   ++answer.events;
   if (answer.events == 1) answer.first_event_ts = event.ts;
   answer.last_event_ts = event.ts;
@@ -885,10 +988,19 @@ void take_event(ChatAnswer& answer, std::string& scratch, const SseEvent& event)
     return;
   }
   const bool error_event = event.type == "error";
+  if (!error_event && take_same_shape_chunk(answer, scratch, shape, data)) {
+    note_token_event(answer, event.ts);
+    return;
+  }
   AnswerReader reader(answer, AnswerSource::stream_chunk, data);
   const bool read_ok =
       !data.empty() &&
       parse_object(data, scratch, [&reader](ondemand::object& top) { return reader.read(top); });
+  if (read_ok && !error_event) {
+    learn_shape(shape, data, scratch, reader);
+  } else {
+    shape.forget();
+  }
   release_if_large(scratch);
   if (reader.carried_text()) note_token_event(answer, event.ts);
 
@@ -928,13 +1040,16 @@ RequestSummary summarize_chat_request(std::string_view body) {
 
 void ChatStreamAssembler::on_sse_event(const SseEvent& event) {
   try {
-    take_event(answer_, scratch_, event);
+    take_event(answer_, scratch_, shape_, event);
   } catch (...) {  // allocation failure: count it and go on with the stream
     ++answer_.bad_events;
   }
 }
 
-void ChatStreamAssembler::reset() { answer_.clear(); }
+void ChatStreamAssembler::reset() {
+  answer_.clear();
+  shape_.forget();
+}
 
 bool assemble_chat_completion(std::string_view body, ChatAnswer& out) {
   try {

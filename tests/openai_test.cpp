@@ -889,4 +889,101 @@ TEST_CASE("openai: random chunks, written every way JSON allows, assemble as exp
   }
 }
 
+// Chunks shaped like the one before (ChunkShape) are read by their text alone. The reference
+// is the same stream with an empty keep-alive event before each chunk, which makes every
+// chunk be read in full: both must give the same answer, whatever the text between the head
+// and the tail holds (escapes, quotes that end the string early, broken UTF-8, more fields).
+namespace {
+
+ChatAnswer assemble_each_in_full(const std::vector<TimedData>& events) {
+  std::vector<TimedData> spaced;
+  for (const TimedData& e : events) {
+    spaced.push_back({e.ts, ""});
+    spaced.push_back(e);
+  }
+  return assemble(spaced);
+}
+
+void check_same_answer(const ChatAnswer& got, const ChatAnswer& want) {
+  CHECK(got.content == want.content);
+  CHECK(got.reasoning == want.reasoning);
+  CHECK(got.finish_reason == want.finish_reason);
+  CHECK(got.usage_json == want.usage_json);
+  CHECK(got.error_json == want.error_json);
+  CHECK(got.model == want.model);
+  CHECK(got.done == want.done);
+  CHECK(got.text_truncated == want.text_truncated);
+  CHECK(got.bad_events == want.bad_events);
+  CHECK(got.token_events == want.token_events);
+  CHECK(got.first_token_ts == want.first_token_ts);
+  CHECK(got.last_token_ts == want.last_token_ts);
+  CHECK(got.token_gaps_us == want.token_gaps_us);
+  REQUIRE(got.tool_calls.size() == want.tool_calls.size());
+  for (std::size_t i = 0; i < got.tool_calls.size(); ++i) {
+    CHECK(got.tool_calls[i].index == want.tool_calls[i].index);
+    CHECK(got.tool_calls[i].id == want.tool_calls[i].id);
+    CHECK(got.tool_calls[i].name == want.tool_calls[i].name);
+    CHECK(got.tool_calls[i].arguments == want.tool_calls[i].arguments);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("openai: chunks shaped like the last are read by their text alone, as a full read would",
+          "[openai]") {
+  const std::string id = R"({"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m",)";
+  // Heads and tails around the text: the usual ones, and ones where the same text lands
+  // elsewhere or where other fields repeat (idempotent) or append (not).
+  const std::vector<std::pair<std::string, std::string>> shapes = {
+      {id + R"("choices":[{"index":0,"delta":{"content":)", R"(},"logprobs":null,"finish_reason":null}]})"},
+      {id + R"("choices":[{"index":0,"delta":{"reasoning_content":)", R"(},"finish_reason":null}]})"},
+      {id + R"("choices":[{"index":0,"delta":{"reasoning":)", R"(}}]})"},
+      {id + R"("choices":[{"index":0,"delta":{"reasoning_content":"","reasoning":)", R"(}}]})"},
+      {id + R"("choices":[{"index":0,"delta":{"reasoning":"r","reasoning_content":)", R"(}}]})"},
+      {id + R"("choices":[{"delta":{"content":)", R"(},"index":0}]})"},
+      {id + R"("choices":[{"delta":{"content":)", R"(},"index":1}]})"},
+      {id + R"("choices":[{"index":0,"delta":{"content":)", R"(,"content":"again"}}]})"},
+      {id + R"("choices":[{"index":0,"delta":{"content":"","content":)", R"(}}]})"},
+      {id + R"("choices":[{"index":0,"delta":{"content":)", R"(},"finish_reason":"stop"}],"usage":{"total_tokens":3}})"},
+      {id + R"("choices":[{"index":0,"delta":{"content":)",
+       R"(,"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]})"},
+      {id + R"("choices":[{"index":0,"delta":{"content":)", R"(}}],"choices":[{"index":0,"delta":{"content":"x"}}]})"},
+  };
+  // What goes between: JSON strings, and text that is not one string.
+  const std::vector<std::string> middles = {
+      R"("tok")", R"(" tok")", R"("")", R"("caf\u00e9 \ud83d\ude00")", R"("q\"uote")", R"("back\\")",
+      R"("new\nline")", "\"\xE6\x97\xA5\"", R"("a","content":"b")", R"("a","reasoning":"b")", R"("a\")",
+      R"(")", R"("\u12")", "\"\xFF\"", "\"ctl\x01\"", R"(null)", R"(17)", R"({"a":1})",
+      R"("x"}}],"usage":{"a":1},"q":[{"y":{"z":"w")", R"("x"}},{"index":0,"delta":{"content":"y")",
+      "\"" + std::string(300, 'z') + "\"", R"("a" )", R"( "a")", R"("abc)", R"("ab"c)", R"("abc\)",
+  };
+  for (std::uint32_t seed = 1; seed <= 400; ++seed) {
+    std::mt19937 rng(seed);
+    auto pick = [&rng](std::size_t n) { return std::uniform_int_distribution<std::size_t>(0, n - 1)(rng); };
+    std::vector<TimedData> events;
+    std::size_t shape = pick(shapes.size());
+    for (int i = 0; i < 30; ++i) {
+      if (pick(6) == 0) shape = pick(shapes.size());  // runs of one shape, then another
+      // Mostly plain text (the usual case), sometimes any of the middles.
+      const std::string middle = pick(3) != 0 ? "\"t" + std::to_string(pick(1000)) + "\"" : middles[pick(middles.size())];
+      events.push_back({1000 * (i + 1), shapes[shape].first + middle + shapes[shape].second});
+    }
+    events.push_back({100000, "[DONE]"});
+    INFO("seed " << seed);
+    check_same_answer(assemble(events), assemble_each_in_full(events));
+  }
+}
+
+TEST_CASE("openai: a shaped chunk near the text cap is cut as a full read cuts it", "[openai]") {
+  const std::string head = R"({"choices":[{"index":0,"delta":{"content":)";
+  const std::string tail = R"(}}]})";
+  std::vector<TimedData> events;
+  const std::string piece(1024 * 1024 - 7, 'w');
+  for (int i = 0; i < 20; ++i) events.push_back({i + 1, head + "\"" + piece + "\xC3\xA9\"" + tail});
+  const ChatAnswer answer = assemble(events);
+  CHECK(answer.text_truncated);
+  CHECK(answer.content.size() <= ChatAnswer::kMaxTextBytes);
+  check_same_answer(answer, assemble_each_in_full(events));
+}
+
 }  // namespace chatcap

@@ -84,6 +84,23 @@ struct ChatAnswer {
   void clear();
 };
 
+// What the last chunk of a stream looked like around its delta text. A stream's chunks are
+// byte-for-byte alike but for that text (same id, created, model, index, nulls), so a chunk
+// that starts with `head` and ends with `tail` is the last one with other text: only the
+// string between needs reading. Learnt from each chunk read in full, and only when all that
+// chunk did, beyond assignments a repeat leaves as they are, was append that one string.
+struct ChunkShape {
+  static constexpr std::size_t kMaxBytes = 4096;  // larger chunks are always read in full
+  enum class Text : std::uint8_t { content, reasoning };
+  std::string head;  // up to and including the text's opening quote; empty: none known
+  std::string tail;  // from just after its closing quote to the end
+  Text target = Text::content;
+  void forget() {
+    head.clear();
+    tail.clear();
+  }
+};
+
 class ChatStreamAssembler : public SseHandler {
  public:
   void on_sse_event(const SseEvent& event) override;
@@ -94,6 +111,7 @@ class ChatStreamAssembler : public SseHandler {
  private:
   ChatAnswer answer_;
   std::string scratch_;  // padded copy of event data for simdjson, reused
+  ChunkShape shape_;
 };
 
 // Parses a complete non-streamed chat.completion (or error) body into `out`.
