@@ -44,7 +44,7 @@ bool Connection::closed() const {
 
 // ---------------------------------------------------------------------------------------------
 
-std::size_t FlowTable::KeyHash::operator()(const Key& k) const noexcept {
+std::size_t FlowTable::KeyHash::operator()(const Key& k) const {
   // Per packet: a few multiplies over 64-bit words (splitmix-style), not a byte loop.
   auto mix = [](std::uint64_t h, std::uint64_t v) {
     h ^= v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);

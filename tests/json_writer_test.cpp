@@ -58,3 +58,25 @@ TEST_CASE("json writer: random valid UTF-8 round-trips; invalid bytes stay valid
   JsonWriter(out).string(latin1);
   CHECK(nlohmann::json::parse(out) == "caf\u00e9 \u00ff\u00fe");
 }
+
+TEST_CASE("json writer: short strings of every length, plain or not, round-trip", "[json_writer]") {
+  // Short strings take a plain-ASCII shortcut: any byte that needs escaping, or is not ASCII,
+  // at any position, must send them the long way.
+  const std::string alphabet = std::string("aZ09 ~\x7f/\"\\\n\t\x01\x1f", 14) + "\xc3\xa9";
+  std::mt19937 rng(11);
+  for (std::size_t length = 0; length <= 80; ++length) {
+    for (int round = 0; round < 40; ++round) {
+      std::string text;
+      while (text.size() < length) {
+        const std::size_t at = rng() % (alphabet.size() - 1);
+        text += at == alphabet.size() - 2 ? alphabet.substr(at, 2) : alphabet.substr(at, 1);
+      }
+      if (round % 2 == 0) text = std::string(text.size(), 'p');  // plain throughout
+      if (round % 5 == 1) text.insert(rng() % 2 == 0 ? 0 : text.size(), 1, '"');  // not inside an é
+      std::string out;
+      JsonWriter(out).string(text);
+      INFO("length " << length << ": " << out);
+      CHECK(nlohmann::json::parse(out) == text);
+    }
+  }
+}

@@ -120,7 +120,9 @@ class FlowTable {
     friend bool operator==(const Key&, const Key&) = default;
   };
   struct KeyHash {
-    std::size_t operator()(const Key& k) const noexcept;
+    // Not noexcept on purpose: libstdc++ then keeps each node's hash, and a lookup compares
+    // those instead of rehashing the next node's key at every step of a bucket's chain.
+    std::size_t operator()(const Key& k) const;
   };
 
   static Key key_of(const Endpoint& x, const Endpoint& y);
