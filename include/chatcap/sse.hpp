@@ -54,6 +54,8 @@ class SseDecoder {
 
  private:
   std::string_view drop_bom(std::string_view bytes);
+  bool at_event_start() const;
+  bool take_whole_data_event(timestamp_us ts, std::string_view& bytes, SseHandler& handler);
   void carry_partial_line(std::string_view piece);
   void complete_line(timestamp_us ts, std::string_view piece, SseHandler& handler);
   void process_line(std::string_view line);
