@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstring>
 #include <chrono>
+#include <optional>
 #include <fstream>
 
 #include <fmt/format.h>
@@ -175,17 +176,29 @@ void LiveCapture::stop() {
 }
 
 void LiveCapture::loop(PacketQueue& queue) {
+  // The processing thread is woken per batch of kernel blocks, not per block: a wake-up is
+  // a context switch, which on a VM costs as much as processing dozens of packets. A batch
+  // is handed over once kWakeBacklog bytes wait or kWakeDelay has passed since its first
+  // block; if the wire falls quiet first, the processing thread's own timer (250 ms) takes
+  // it. A filling queue still wakes it at once (PacketQueue::push).
+  constexpr std::size_t kWakeBacklog = 1024 * 1024;
+  constexpr auto kWakeDelay = std::chrono::milliseconds(20);
   auto* user = reinterpret_cast<u_char*>(&queue);
   auto last_stats = std::chrono::steady_clock::now();
+  std::optional<std::chrono::steady_clock::time_point> batch_since;  // first block not handed over
   while (!stopping_.load(std::memory_order_relaxed)) {
     int rc = pcap_dispatch(handle_, -1, on_packet, user);
-    if (rc > 0) queue.notify();  // one wake-up per block the kernel handed over
     if (rc == PCAP_ERROR) {
       failure_ = fmt::format("capture on {} failed: {}", config_.interface, pcap_geterr(handle_));
       failed_.store(true);
       break;
     }
     auto now = std::chrono::steady_clock::now();
+    if (rc > 0 && !batch_since) batch_since = now;
+    if (batch_since && (queue.backlog_bytes() >= kWakeBacklog || now - *batch_since >= kWakeDelay)) {
+      queue.notify();
+      batch_since.reset();
+    }
     if (now - last_stats >= std::chrono::milliseconds(250)) {
       publish_stats();
       last_stats = now;

@@ -50,7 +50,9 @@ TEST_CASE("packet queue: a full queue drops and counts, never blocks", "[packet_
   for (int i = 0; i < 10; ++i) accepted += queue.push(i, 1000, p) ? 1 : 0;
   CHECK(accepted == 4);  // 4 × (16 + 1000 → 1024) fill 4096
   CHECK(queue.drops() == 6);
+  CHECK(queue.backlog_bytes() == 4096);  // what the capture thread weighs before a wake-up
   CHECK(queue.drain([](auto, auto, auto) {}, 100) == 4);
+  CHECK(queue.backlog_bytes() == 0);
   CHECK(queue.push(99, 1000, p));  // room again
 }
 

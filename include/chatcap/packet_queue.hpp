@@ -48,6 +48,10 @@ class PacketQueue {
   std::uint64_t drops() const { return drops_.load(std::memory_order_relaxed); }
   std::uint64_t pushed() const { return pushed_.load(std::memory_order_relaxed); }
   std::size_t capacity() const { return capacity_; }
+  // Bytes pushed and not yet drained (the producer's view).
+  std::size_t backlog_bytes() const {
+    return static_cast<std::size_t>(head_.load(std::memory_order_relaxed) - tail_.load(std::memory_order_acquire));
+  }
 
  private:
   struct Header {
