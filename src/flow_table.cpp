@@ -85,13 +85,13 @@ void FlowTable::on_segment(const TcpSegment& segment) {
   Key key = key_of(segment.src, segment.dst);
   auto it = connections_.find(key);
   bool fresh_syn = segment.has(tcp_flag::syn) && !segment.has(tcp_flag::ack);
-  if (it != connections_.end() && fresh_syn && (it->second->closed() || it->second->closed_at != 0)) {
+  if (it != connections_.end() && fresh_syn && (it->second.closed() || it->second.closed_at != 0)) {
     // The 4-tuple is reused by a new connection.
-    retire(*it->second);
+    retire(it->second);
     connections_.erase(it);
     it = connections_.end();
   }
-  Connection& c = it != connections_.end() ? *it->second : create(segment, key);
+  Connection& c = it != connections_.end() ? it->second : create(segment, key);
   if (c.closed_at != 0) return;  // late duplicates of a closed connection
   bool from_client = segment.src == c.client();
   watch_handshake(c, segment, from_client);
@@ -144,10 +144,11 @@ Connection& FlowTable::create(const TcpSegment& segment, const Key& key) {
     bool dst_is_server = is_server_port(segment.dst.port) && !is_server_port(segment.src.port);
     if (src_is_server || (!dst_is_server && segment.src.port < segment.dst.port)) std::swap(client, server);
   }
-  auto connection = std::make_unique<Connection>(client, server, sink_, numbering_, config_, filter_);
-  if (!syn) connection->http().start_midstream(true, true);
+  Connection& connection =
+      connections_.try_emplace(key, client, server, sink_, numbering_, config_, filter_).first->second;
+  if (!syn) connection.http().start_midstream(true, true);
   ++connections_seen_;
-  return *connections_.emplace(key, std::move(connection)).first->second;
+  return connection;
 }
 
 void FlowTable::tick(timestamp_us now) {
@@ -158,7 +159,7 @@ void FlowTable::tick(timestamp_us now) {
 
 void FlowTable::sweep(timestamp_us now) {
   for (auto it = connections_.begin(); it != connections_.end();) {
-    Connection& c = *it->second;
+    Connection& c = it->second;
     if (c.closed_at != 0) {
       if (now - c.closed_at >= config_.closed_linger) {
         retire(c);
@@ -184,12 +185,12 @@ void FlowTable::sweep(timestamp_us now) {
 
 void FlowTable::evict_least_recent(timestamp_us now) {
   auto oldest = std::min_element(connections_.begin(), connections_.end(), [](const auto& l, const auto& r) {
-    return l.second->last_seen() < r.second->last_seen();
+    return l.second.last_seen() < r.second.last_seen();
   });
   if (oldest == connections_.end()) return;
-  oldest->second->finish(now, ExchangeState::timeout, "evicted: too many open connections (max_connections)");
+  oldest->second.finish(now, ExchangeState::timeout, "evicted: too many open connections (max_connections)");
   ++evicted_full_;
-  retire(*oldest->second);
+  retire(oldest->second);
   connections_.erase(oldest);
 }
 
@@ -203,25 +204,25 @@ void FlowTable::retire(Connection& c) {
 
 void FlowTable::finish(timestamp_us ts, ExchangeState state, std::string_view why) {
   for (auto& [key, c] : connections_) {
-    if (c->closed_at == 0) c->finish(ts, state, why);
-    retire(*c);
+    if (c.closed_at == 0) c.finish(ts, state, why);
+    retire(c);
   }
   connections_.clear();
 }
 
 void FlowTable::flag_open(Anomaly anomaly) {
-  for (auto& [key, c] : connections_) c->http().flag_open(anomaly);
+  for (auto& [key, c] : connections_) c.http().flag_open(anomaly);
 }
 
 std::uint64_t FlowTable::segments(SegmentOutcome outcome) const {
   std::uint64_t total = retired_segments_[static_cast<std::size_t>(outcome)];
-  for (const auto& [key, c] : connections_) total += c->to_server().count(outcome) + c->to_client().count(outcome);
+  for (const auto& [key, c] : connections_) total += c.to_server().count(outcome) + c.to_client().count(outcome);
   return total;
 }
 
 std::uint64_t FlowTable::gap_bytes() const {
   std::uint64_t total = retired_gap_bytes_;
-  for (const auto& [key, c] : connections_) total += c->to_server().gap_bytes() + c->to_client().gap_bytes();
+  for (const auto& [key, c] : connections_) total += c.to_server().gap_bytes() + c.to_client().gap_bytes();
   return total;
 }
 

@@ -138,7 +138,9 @@ class FlowTable {
   const TargetFilter* filter_;
   ConnectionObserver* observer_;
   ExchangeNumbering numbering_;
-  std::unordered_map<Key, std::unique_ptr<Connection>, KeyHash> connections_;
+  // Connections live in the map's nodes (which never move): a lookup reaches the state it
+  // needs without following one more pointer, one cache miss less per packet.
+  std::unordered_map<Key, Connection, KeyHash> connections_;
   timestamp_us last_sweep_ = 0;
   std::uint64_t connections_seen_ = 0;
   std::uint64_t evicted_idle_ = 0;
