@@ -1,6 +1,8 @@
 #include "chatcap/capture.hpp"
 
+#include <linux/filter.h>
 #include <pcap/pcap.h>
+#include <sys/socket.h>
 
 #include <cerrno>
 #include <cstring>
@@ -146,17 +148,52 @@ LiveCapture::LiveCapture(LiveCaptureConfig config) : config_(std::move(config)) 
     throw CaptureError(fmt::format("cannot decode {}'s link type {} — capture on lo, an Ethernet interface or `any`",
                                    config_.interface, name ? name : "unknown"));
   }
-  bpf_program program{};
-  if (pcap_compile(handle_, &program, config_.filter.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0 ||
-      pcap_setfilter(handle_, &program) != 0) {
+  if (!install_filter(config_.filter)) {
     std::string message = fmt::format("cannot use capture filter \"{}\": {} — check --port and --host", config_.filter,
                                       pcap_geterr(handle_));
-    pcap_freecode(&program);
     pcap_close(handle_);
     handle_ = nullptr;
     throw CaptureError(message);
   }
+  if (is_loopback(config_.interface)) drop_outgoing_copies();
+}
+
+// On a loopback interface the kernel shows each packet twice, as it leaves and as it
+// arrives; libpcap drops the first copy only once the kernel has copied it into the ring.
+// With `inbound` in the kernel's filter it costs neither ring space nor wake-ups. That
+// filter is attached to the socket directly: through pcap_setfilter, libpcap would also
+// run it in user space over the block under way, where `inbound` (kernel metadata, not
+// packet bytes) rejects every packet. Best effort: without it, libpcap still drops the copy.
+// (Not on other interfaces, where outgoing packets are half the conversation.)
+void LiveCapture::drop_outgoing_copies() {
+  static_assert(sizeof(sock_filter) == sizeof(bpf_insn), "libpcap's BPF is the kernel's");
+  bpf_program program{};
+  const std::string expression = fmt::format("inbound and ({})", config_.filter);
+  if (pcap_compile(handle_, &program, expression.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0) return;
+  sock_fprog kernel_program{static_cast<unsigned short>(program.bf_len),
+                            reinterpret_cast<sock_filter*>(program.bf_insns)};
+  ::setsockopt(pcap_fileno(handle_), SOL_SOCKET, SO_ATTACH_FILTER, &kernel_program, sizeof kernel_program);
   pcap_freecode(&program);
+}
+
+bool LiveCapture::install_filter(const std::string& expression) {
+  bpf_program program{};
+  if (pcap_compile(handle_, &program, expression.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0) return false;
+  const bool installed = pcap_setfilter(handle_, &program) == 0;
+  pcap_freecode(&program);
+  return installed;
+}
+
+bool LiveCapture::is_loopback(const std::string& interface) {
+  char errbuf[PCAP_ERRBUF_SIZE] = {};
+  pcap_if_t* devices = nullptr;
+  if (pcap_findalldevs(&devices, errbuf) != 0) return false;
+  bool loopback = false;
+  for (pcap_if_t* d = devices; d != nullptr; d = d->next) {
+    if (interface == d->name) loopback = (d->flags & PCAP_IF_LOOPBACK) != 0;
+  }
+  pcap_freealldevs(devices);
+  return loopback;
 }
 
 LiveCapture::~LiveCapture() {

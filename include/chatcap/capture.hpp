@@ -93,6 +93,9 @@ class LiveCapture {
  private:
   void loop(PacketQueue& queue);
   void publish_stats();
+  bool install_filter(const std::string& expression);  // false: pcap_geterr says why
+  void drop_outgoing_copies();
+  static bool is_loopback(const std::string& interface);
 
   LiveCaptureConfig config_;
   pcap* handle_ = nullptr;
