@@ -141,9 +141,15 @@ bool Daemon::handle_signals(SignalReader& signals) {
 void Daemon::process_packets() {
   // Bounded batches so signals and timers are looked at even under a flood.
   constexpr std::size_t kBatch = 4096;
-  while (queue_.drain([this](timestamp_us ts, std::span<const std::uint8_t> frame,
-                             std::uint32_t wire_length) { pipeline_.on_packet(ts, frame, wire_length); },
-                      kBatch) == kBatch) {
+  for (;;) {
+    std::size_t handled = 0;
+    {
+      LogWriter::Batch records(log_);  // what these packets complete is written together
+      handled = queue_.drain([this](timestamp_us ts, std::span<const std::uint8_t> frame,
+                                    std::uint32_t wire_length) { pipeline_.on_packet(ts, frame, wire_length); },
+                             kBatch);
+    }
+    if (handled < kBatch) break;
     every_second();
   }
 }

@@ -59,6 +59,62 @@ std::size_t FlowTable::KeyHash::operator()(const Key& k) const {
   return static_cast<std::size_t>(h ^ (h >> 31));
 }
 
+FlowTable::Entry* FlowTable::Index::find(std::uint64_t hash, const Key& key) const {
+  if (slots_.empty()) return nullptr;
+  const std::size_t mask = slots_.size() - 1;
+  for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
+    const Slot& slot = slots_[i];
+    if (slot.entry == nullptr) return nullptr;
+    if (slot.hash == hash && slot.entry->first == key) return slot.entry;
+  }
+}
+
+void FlowTable::Index::insert(std::uint64_t hash, Entry* entry) {
+  if (2 * (used_ + 1) > slots_.size()) grow();
+  const std::size_t mask = slots_.size() - 1;
+  std::size_t i = hash & mask;
+  while (slots_[i].entry != nullptr) i = (i + 1) & mask;
+  slots_[i] = Slot{hash, entry};
+  ++used_;
+}
+
+void FlowTable::Index::erase(std::uint64_t hash, const Entry* entry) {
+  if (slots_.empty()) return;
+  const std::size_t mask = slots_.size() - 1;
+  std::size_t hole = hash & mask;
+  while (slots_[hole].entry != entry) {
+    if (slots_[hole].entry == nullptr) return;  // not indexed
+    hole = (hole + 1) & mask;
+  }
+  // Backward shift: pull later members of the probe run into the hole when their home slot
+  // is not between the hole and where they sit, so no lookup ever meets a false "empty".
+  for (std::size_t next = (hole + 1) & mask; slots_[next].entry != nullptr; next = (next + 1) & mask) {
+    std::size_t home = slots_[next].hash & mask;
+    if (((next - home) & mask) >= ((next - hole) & mask)) {
+      slots_[hole] = slots_[next];
+      hole = next;
+    }
+  }
+  slots_[hole] = Slot{};
+  --used_;
+}
+
+void FlowTable::Index::clear() {
+  slots_.clear();
+  used_ = 0;
+}
+
+void FlowTable::Index::grow() {
+  std::vector<Slot> old = std::move(slots_);
+  slots_.assign(std::max<std::size_t>(64, 2 * old.size()), Slot{});
+  used_ = 0;
+  for (const Slot& slot : old) {
+    if (slot.entry != nullptr) insert(slot.hash, slot.entry);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
 FlowTable::FlowTable(ExchangeSink& sink, FlowTableConfig config, const TargetFilter* filter,
                      ConnectionObserver* observer)
     : sink_(sink), config_(std::move(config)), filter_(filter), observer_(observer) {}
@@ -83,15 +139,16 @@ bool FlowTable::is_server_port(std::uint16_t port) const {
 void FlowTable::on_segment(const TcpSegment& segment) {
   tick(segment.ts);
   Key key = key_of(segment.src, segment.dst);
-  auto it = connections_.find(key);
+  std::uint64_t hash = KeyHash{}(key);
+  Entry* entry = index_.find(hash, key);
   bool fresh_syn = segment.has(tcp_flag::syn) && !segment.has(tcp_flag::ack);
-  if (it != connections_.end() && fresh_syn && (it->second.closed() || it->second.closed_at != 0)) {
+  if (entry != nullptr && fresh_syn && (entry->second.closed() || entry->second.closed_at != 0)) {
     // The 4-tuple is reused by a new connection.
-    retire(it->second);
-    connections_.erase(it);
-    it = connections_.end();
+    retire(entry->second);
+    erase(connections_.find(key));
+    entry = nullptr;
   }
-  Connection& c = it != connections_.end() ? it->second : create(segment, key);
+  Connection& c = entry != nullptr ? entry->second : create(segment, key, hash);
   if (c.closed_at != 0) return;  // late duplicates of a closed connection
   bool from_client = segment.src == c.client();
   watch_handshake(c, segment, from_client);
@@ -130,7 +187,7 @@ void FlowTable::watch_handshake(Connection& c, const TcpSegment& segment, bool f
   }
 }
 
-Connection& FlowTable::create(const TcpSegment& segment, const Key& key) {
+Connection& FlowTable::create(const TcpSegment& segment, const Key& key, std::uint64_t hash) {
   if (connections_.size() >= config_.max_connections) evict_least_recent(segment.ts);
   Endpoint client = segment.src;
   Endpoint server = segment.dst;
@@ -144,11 +201,17 @@ Connection& FlowTable::create(const TcpSegment& segment, const Key& key) {
     bool dst_is_server = is_server_port(segment.dst.port) && !is_server_port(segment.src.port);
     if (src_is_server || (!dst_is_server && segment.src.port < segment.dst.port)) std::swap(client, server);
   }
-  Connection& connection =
-      connections_.try_emplace(key, client, server, sink_, numbering_, config_, filter_).first->second;
+  Entry& entry = *connections_.try_emplace(key, client, server, sink_, numbering_, config_, filter_).first;
+  index_.insert(hash, &entry);
+  Connection& connection = entry.second;
   if (!syn) connection.http().start_midstream(true, true);
   ++connections_seen_;
   return connection;
+}
+
+FlowTable::Map::iterator FlowTable::erase(Map::iterator it) {
+  index_.erase(KeyHash{}(it->first), &*it);
+  return connections_.erase(it);
 }
 
 void FlowTable::tick(timestamp_us now) {
@@ -163,7 +226,7 @@ void FlowTable::sweep(timestamp_us now) {
     if (c.closed_at != 0) {
       if (now - c.closed_at >= config_.closed_linger) {
         retire(c);
-        it = connections_.erase(it);
+        it = erase(it);
         continue;
       }
       ++it;
@@ -175,7 +238,7 @@ void FlowTable::sweep(timestamp_us now) {
       c.finish(now, ExchangeState::timeout, "connection idle past the idle timeout");
       ++evicted_idle_;
       retire(c);
-      it = connections_.erase(it);
+      it = erase(it);
       continue;
     }
     c.tick(now);
@@ -191,7 +254,7 @@ void FlowTable::evict_least_recent(timestamp_us now) {
   oldest->second.finish(now, ExchangeState::timeout, "evicted: too many open connections (max_connections)");
   ++evicted_full_;
   retire(oldest->second);
-  connections_.erase(oldest);
+  erase(oldest);
 }
 
 void FlowTable::retire(Connection& c) {
@@ -208,6 +271,7 @@ void FlowTable::finish(timestamp_us ts, ExchangeState state, std::string_view wh
     retire(c);
   }
   connections_.clear();
+  index_.clear();
 }
 
 void FlowTable::flag_open(Anomaly anomaly) {

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -51,7 +52,10 @@ LogWriter::LogWriter(LogWriterConfig config) : config_(std::move(config)) {
   count_existing_exchanges();
 }
 
-LogWriter::~LogWriter() { close_files(); }
+LogWriter::~LogWriter() {
+  write_pending();
+  close_files();
+}
 
 std::string LogWriter::current_path() const { return config_.dir + "/" + kCurrentName; }
 std::string LogWriter::previous_path() const { return config_.dir + "/" + kPreviousName; }
@@ -77,6 +81,7 @@ void LogWriter::close_files() {
 }
 
 void LogWriter::reopen() {
+  write_pending();  // into the file they were meant for
   close_files();
   open_files();
   // Files moved away by another tool: what we remembered of offsets no longer holds.
@@ -112,6 +117,49 @@ void LogWriter::count_existing_exchanges() {
 }
 
 bool LogWriter::append(std::string_view line, Location* where) {
+  if (!batching_) return write_now(line, where);
+  // Written before, not after, taking this record: its caller still counts it as pending.
+  if (pending_.size() >= kBatchBytes) write_pending();
+  if (where != nullptr) {
+    *where = Location{generation_, current_size_ + static_cast<off_t>(pending_.size()), line.size()};
+  }
+  pending_.append(line);
+  ++pending_records_;
+  return true;
+}
+
+void LogWriter::write_pending() {
+  if (pending_.empty()) return;
+  std::size_t written = 0;
+  if (write_all_at_end(current_fd_, pending_, written)) {
+    current_size_ += static_cast<off_t>(pending_.size());
+    records_written_ += pending_records_;
+    note_written();
+  } else {
+    int error = errno;
+    // Undo the part written, as for a single record; the whole batch is lost, and requests
+    // remembered at offsets in it are forgotten (they are not in the file to copy).
+    if (written > 0 && ::ftruncate(current_fd_, current_size_) != 0) current_size_ += static_cast<off_t>(written);
+    records_lost_ += pending_records_;
+    exchanges_in_current_ -= std::min(exchanges_in_current_, pending_requests_);
+    std::erase_if(open_requests_, [&](const auto& entry) {
+      return entry.second.generation == generation_ && entry.second.offset >= current_size_;
+    });
+    report_failure(error);
+  }
+  pending_.clear();
+  pending_records_ = 0;
+  pending_requests_ = 0;
+  if (pending_.capacity() > 4 * kBatchBytes) pending_.shrink_to_fit();  // one huge body passed through
+}
+
+void LogWriter::note_written() {
+  if (!failing_) return;
+  failing_ = false;
+  if (on_problem) on_problem(fmt::format("writing {} again ({} records were lost meanwhile)", current_path(), records_lost_));
+}
+
+bool LogWriter::write_now(std::string_view line, Location* where) {
   std::size_t written = 0;
   if (!write_all_at_end(current_fd_, line, written)) {
     int error = errno;
@@ -124,10 +172,7 @@ bool LogWriter::append(std::string_view line, Location* where) {
   if (where != nullptr) *where = Location{generation_, current_size_, line.size()};
   current_size_ += static_cast<off_t>(line.size());
   ++records_written_;
-  if (failing_) {
-    failing_ = false;
-    if (on_problem) on_problem(fmt::format("writing {} again ({} records were lost meanwhile)", current_path(), records_lost_));
-  }
+  note_written();
   return true;
 }
 
@@ -150,6 +195,7 @@ bool LogWriter::copy_forward(const Location& from, Location& to) {
 }
 
 void LogWriter::rotate() {
+  write_pending();  // the file about to be renamed gets all its records first
   // Keep the file about to be dropped open: in-flight requests are copied out of it after
   // the rename, from the inode that is no longer in the directory.
   int dropped_fd = previous_fd_;
@@ -183,6 +229,7 @@ void LogWriter::write_record(RecordType type, std::string_view id, std::string_v
     Location where;
     if (append(line, &where)) {
       ++exchanges_in_current_;
+      if (batching_) ++pending_requests_;
       if (!id.empty()) open_requests_[std::string(id)] = where;
     }
     return;

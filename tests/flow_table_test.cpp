@@ -1,6 +1,8 @@
 // The flow table: roles, idle eviction (idle = no packet), the connection cap, 4-tuple reuse.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <random>
 #include <vector>
 
 #include "chatcap/flow_table.hpp"
@@ -115,4 +117,65 @@ TEST_CASE("flow table: a new SYN on a closed 4-tuple is a new connection", "[flo
   REQUIRE(ends.ended.size() == 2);
   CHECK(ends.ended[1].state == ExchangeState::complete);
   CHECK(flows.connections_seen() == 2);
+}
+
+TEST_CASE("flow table: thousands of interleaved connections, each found again by every packet", "[flow_table]") {
+  // Connections open and close in a random interleaving, ports are reused once their 4-tuple
+  // closed, the index grows and shrinks: any lookup that missed would start a second,
+  // SYN-less connection and split an exchange.
+  Ends ends;
+  FlowTableConfig c = config();
+  c.closed_linger = 1'000;  // swept soon after closing: the index erases as much as it inserts
+  FlowTable flows(ends, c, nullptr);
+  const std::string ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+  const std::string head = kRequest.substr(0, 20);
+  const std::string rest = kRequest.substr(20);
+  struct Open {
+    Endpoint client;
+    int step = 0;
+  };
+  std::mt19937 random(20261126);
+  std::vector<Open> open;
+  timestamp_us ts = 1'000'000;
+  int started = 0;
+  constexpr int kConnections = 3000;
+  while (started < kConnections || !open.empty()) {
+    ts += 700;  // a sweep every ~1400 packets
+    if (started < kConnections && (open.size() < 300 && random() % 3 == 0)) {
+      // Ports from a small pool: a closed tuple comes back; every fifth client is IPv6.
+      IpAddress address = started % 5 == 0 ? IpAddress::v6_loopback() : IpAddress::v4(127, 0, 0, 1);
+      Open fresh{{address, static_cast<std::uint16_t>(30000 + random() % 600)}, 0};
+      bool busy = std::any_of(open.begin(), open.end(), [&](const Open& o) { return o.client == fresh.client; });
+      if (!busy) {
+        open.push_back(fresh);
+        ++started;
+      }
+      continue;
+    }
+    if (open.empty()) continue;
+    std::size_t pick = random() % open.size();
+    Open& o = open[pick];
+    const Endpoint server{o.client.address, 8077};
+    switch (o.step++) {
+      case 0: flows.on_segment(seg(o.client, server, 100, tcp_flag::syn, "", ts)); break;
+      case 1: flows.on_segment(seg(server, o.client, 500, tcp_flag::syn | tcp_flag::ack, "", ts)); break;
+      case 2: flows.on_segment(seg(o.client, server, 101, tcp_flag::ack, head, ts)); break;
+      case 3:
+        flows.on_segment(seg(o.client, server, 101 + static_cast<std::uint32_t>(head.size()), tcp_flag::ack, rest, ts));
+        break;
+      case 4: flows.on_segment(seg(server, o.client, 501, tcp_flag::ack | tcp_flag::fin, ok, ts)); break;
+      default:
+        flows.on_segment(seg(o.client, server, 101 + static_cast<std::uint32_t>(kRequest.size()),
+                             tcp_flag::ack | tcp_flag::fin, "", ts));
+        open.erase(open.begin() + static_cast<std::ptrdiff_t>(pick));
+        break;
+    }
+  }
+  flows.finish(ts + 10 * kMicrosPerSecond, ExchangeState::capture_stopped, "end");
+  CHECK(flows.connections_seen() == kConnections);
+  REQUIRE(ends.ended.size() == kConnections);
+  std::size_t complete = 0;
+  for (const Exchange& ex : ends.ended) complete += ex.state == ExchangeState::complete && ex.request.complete;
+  CHECK(complete == kConnections);
+  CHECK(flows.size() == 0);
 }

@@ -174,3 +174,89 @@ TEST_CASE("log writer: a failing write is undone, reported once, and writing res
   CHECK_THAT(problems[1], Catch::Contains("again"));
   CHECK(ids_of(lines_of(path), "request") == std::set<std::string>{"ok2"});
 }
+
+TEST_CASE("log writer: a batch's records reach the file together when it ends", "[log_writer]") {
+  TempDir dir;
+  LogWriterConfig config;
+  config.dir = dir.file("log");
+  config.keep = 3;
+  LogWriter log(config);
+  whole_exchange(log, "alone");  // outside a batch: at once
+  CHECK(lines_of(log.current_path()).size() == 2);
+  {
+    LogWriter::Batch batch(log);
+    log.write_record(RecordType::request, "slow", request_line("slow", "in flight across rotations"));
+    for (int i = 0; i < 7; ++i) whole_exchange(log, "b" + std::to_string(i));
+    // Rotation in a batch writes what waits first: the renamed file is whole.
+    CHECK(log.rotations() == 2);
+    for (const auto& r : lines_of(log.previous_path())) CHECK(r.contains("id"));
+  }
+  CHECK(log.records_lost() == 0);
+  auto current = lines_of(log.current_path());
+  auto previous = lines_of(log.previous_path());
+  std::set<std::string> requests = ids_of(current, "request");
+  for (const auto& id : ids_of(previous, "request")) requests.insert(id);
+  CHECK(requests.count("slow") == 1);  // copied forward out of the dropped file
+  CHECK(requests.count("b6") == 1);
+  CHECK(ids_of(current, "exchange").count("b6") == 1);
+  // Its end, written outside a batch, still lands next to a copy of its request.
+  log.write_record(RecordType::exchange, "slow", exchange_line("slow"));
+  current = lines_of(log.current_path());
+  CHECK(ids_of(current, "request").count("slow") == 1);
+  CHECK(ids_of(current, "exchange").count("slow") == 1);
+}
+
+TEST_CASE("log writer: records wait in a batch until it ends, or until 64 KiB wait", "[log_writer]") {
+  TempDir dir;
+  LogWriterConfig config;
+  config.dir = dir.file("log");
+  config.keep = 1000;
+  LogWriter log(config);
+  {
+    LogWriter::Batch batch(log);
+    whole_exchange(log, "small");
+    CHECK(lines_of(log.current_path()).empty());
+    const std::string body(40 * 1024, 'x');
+    log.write_record(RecordType::request, "big1", request_line("big1", body));
+    log.write_record(RecordType::request, "big2", request_line("big2", body));
+    log.write_record(RecordType::request, "big3", request_line("big3", body));
+    // Past 64 KiB the waiting records were written; the latest still waits.
+    CHECK(ids_of(lines_of(log.current_path()), "request") == std::set<std::string>{"small", "big1", "big2"});
+  }
+  CHECK(ids_of(lines_of(log.current_path()), "request") == std::set<std::string>{"small", "big1", "big2", "big3"});
+  CHECK(log.records_written() == 5);
+}
+
+TEST_CASE("log writer: a batch that cannot be written is undone and counted, record by record", "[log_writer]") {
+  TempDir dir;
+  LogWriterConfig config;
+  config.dir = dir.file("log");
+  LogWriter log(config);
+  std::vector<std::string> problems;
+  log.on_problem = [&](const std::string& p) { problems.push_back(p); };
+  std::string path = log.current_path();
+  std::rename(path.c_str(), dir.file("saved.jsonl").c_str());
+  REQUIRE(::symlink("/dev/full", path.c_str()) == 0);
+  log.reopen();
+  {
+    LogWriter::Batch batch(log);
+    whole_exchange(log, "lost1");
+    log.write_record(RecordType::request, "lost2", request_line("lost2"));
+  }
+  CHECK(log.records_lost() == 3);
+  CHECK(log.records_written() == 0);
+  CHECK(log.exchanges_in_current() == 0);  // the lost requests do not count toward rotation
+  REQUIRE(problems.size() == 1);
+  ::unlink(path.c_str());
+  log.reopen();
+  {
+    LogWriter::Batch batch(log);
+    log.write_record(RecordType::exchange, "lost2", exchange_line("lost2"));  // its request is gone
+    whole_exchange(log, "ok");
+  }
+  REQUIRE(problems.size() == 2);
+  CHECK_THAT(problems[1], Catch::Contains("again"));
+  auto current = lines_of(path);
+  CHECK(ids_of(current, "request") == std::set<std::string>{"ok"});
+  CHECK(ids_of(current, "exchange") == std::set<std::string>{"lost2", "ok"});
+}

@@ -125,8 +125,32 @@ class FlowTable {
     std::size_t operator()(const Key& k) const;
   };
 
+  using Map = std::unordered_map<Key, Connection, KeyHash>;
+  using Entry = Map::value_type;  // a node of connections_
+
+  // The per-packet lookup: open addressing over the connections' hashes, in one small array
+  // that stays in cache. A bucket chain of map nodes costs a division and a miss on the
+  // node before the one sought (another connection's) for every packet.
+  class Index {
+   public:
+    Entry* find(std::uint64_t hash, const Key& key) const;
+    void insert(std::uint64_t hash, Entry* entry);
+    void erase(std::uint64_t hash, const Entry* entry);
+    void clear();
+
+   private:
+    struct Slot {
+      std::uint64_t hash = 0;
+      Entry* entry = nullptr;  // nullptr: empty
+    };
+    void grow();
+    std::vector<Slot> slots_;  // a power of two in size, at most half full
+    std::size_t used_ = 0;
+  };
+
   static Key key_of(const Endpoint& x, const Endpoint& y);
-  Connection& create(const TcpSegment& segment, const Key& key);
+  Connection& create(const TcpSegment& segment, const Key& key, std::uint64_t hash);
+  Map::iterator erase(Map::iterator it);  // from both the map and the index
   bool is_server_port(std::uint16_t port) const;
   void watch_handshake(Connection& c, const TcpSegment& segment, bool from_client);
   void sweep(timestamp_us now);
@@ -140,7 +164,8 @@ class FlowTable {
   ExchangeNumbering numbering_;
   // Connections live in the map's nodes (which never move): a lookup reaches the state it
   // needs without following one more pointer, one cache miss less per packet.
-  std::unordered_map<Key, Connection, KeyHash> connections_;
+  Map connections_;
+  Index index_;  // the same connections, by hash
   timestamp_us last_sweep_ = 0;
   std::uint64_t connections_seen_ = 0;
   std::uint64_t evicted_idle_ = 0;
