@@ -27,14 +27,18 @@ PacketQueue::~PacketQueue() {
 bool PacketQueue::push(timestamp_us ts, std::uint32_t wire_length, std::span<const std::uint8_t> frame) {
   const std::size_t need = record_size(frame.size());
   std::uint64_t head = head_.load(std::memory_order_relaxed);
-  const std::uint64_t tail = tail_.load(std::memory_order_acquire);
   std::size_t offset = static_cast<std::size_t>(head % capacity_);
   std::size_t to_end = capacity_ - offset;
   // A record never wraps: if it does not fit before the end, mark the rest unused.
   std::size_t waste = need > to_end ? to_end : 0;
-  if (head + waste + need - tail > capacity_) {
-    drops_.fetch_add(1, std::memory_order_relaxed);
-    return false;
+  // The consumer's position is read again only when the last one read leaves no room: most
+  // pushes touch no line the consumer writes.
+  if (head + waste + need - tail_seen_ > capacity_) {
+    tail_seen_ = tail_.load(std::memory_order_acquire);
+    if (head + waste + need - tail_seen_ > capacity_) {
+      drops_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
   }
   if (waste > 0) {
     Header marker{0, kWrapMarker, 0};
@@ -46,10 +50,13 @@ bool PacketQueue::push(timestamp_us ts, std::uint32_t wire_length, std::span<con
   std::memcpy(&ring_[offset], &header, sizeof header);
   if (!frame.empty()) std::memcpy(&ring_[offset + sizeof header], frame.data(), frame.size());
   head_.store(head + need, std::memory_order_release);
-  pushed_.fetch_add(1, std::memory_order_relaxed);
+  pushed_.store(pushed_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // one writer
   // The producer wakes the consumer once per batch (notify()); only a queue filling up
   // wakes it in the middle of one, so a burst cannot overflow it while it sleeps.
-  if (head + need - tail > capacity_ / 2) notify();
+  if (head + need - tail_seen_ > capacity_ / 2) {
+    tail_seen_ = tail_.load(std::memory_order_acquire);  // half full by an old view: look again
+    if (head + need - tail_seen_ > capacity_ / 2) notify();
+  }
   return true;
 }
 

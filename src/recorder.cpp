@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <array>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -53,11 +54,37 @@ std::string sha256_hex(std::string_view bytes) {
   return hex;
 }
 
+// A client sends the same key with every request: its redacted form is remembered for the
+// last few values seen, not hashed again (OpenSSL's digest call costs more than all the rest
+// of a request's headers). Long values (cookies) are not kept.
+const std::string& redacted(std::string_view value) {
+  struct Recent {
+    std::string value;
+    std::string redacted;  // empty: unused
+  };
+  constexpr std::size_t kRemembered = 4;
+  constexpr std::size_t kLongest = 512;
+  thread_local std::array<Recent, kRemembered> recent;
+  thread_local std::size_t next = 0;
+  thread_local std::string uncached;
+  for (const Recent& r : recent) {
+    if (!r.redacted.empty() && r.value == value) return r.redacted;
+  }
+  if (value.size() > kLongest) {
+    uncached = redact_value(value);
+    return uncached;
+  }
+  Recent& slot = recent[next++ % kRemembered];
+  slot.value.assign(value);
+  slot.redacted = redact_value(value);
+  return slot.redacted;
+}
+
 void put_headers(JsonWriter& w, const std::vector<Header>& headers, bool redact) {
   w.begin_array();
   for (const Header& h : headers) {
     bool hide = redact && is_credential_header(h.name);
-    w.begin_array().string(h.name).string(hide ? redact_value(h.value) : h.value).end_array();
+    w.begin_array().string(h.name).string(hide ? std::string_view(redacted(h.value)) : std::string_view(h.value)).end_array();
   }
   w.end_array();
 }
