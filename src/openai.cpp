@@ -1072,7 +1072,9 @@ std::optional<double> ChatAnswer::gap_percentile_ms(double percentile) const {
   const std::size_t samples = token_gaps_us.size();
   auto rank = static_cast<std::size_t>(std::ceil(percentile / 100.0 * static_cast<double>(samples)));
   rank = std::clamp<std::size_t>(rank, 1, samples);
-  std::vector<std::uint32_t> sorted = token_gaps_us;
+  // A scratch copy kept by the thread (at most kMaxGapSamples): no allocation per record.
+  thread_local std::vector<std::uint32_t> sorted;
+  sorted.assign(token_gaps_us.begin(), token_gaps_us.end());
   std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(rank - 1),
                    sorted.end());
   return static_cast<double>(sorted[rank - 1]) / 1000.0;
