@@ -3,6 +3,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -117,34 +118,42 @@ void JsonWriter::separate() {
     after_key_ = false;
     return;
   }
-  if (first_.empty()) return;
-  if (!first_.back()) out_ += ',';
-  first_.back() = false;
+  if (depth_ == 0) return;
+  const std::uint64_t bit = std::uint64_t{1} << (depth_ - 1);
+  if ((first_bits_ & bit) == 0) out_ += ',';
+  first_bits_ &= ~bit;
+}
+
+void JsonWriter::open(char bracket) {
+  if (depth_ == kMaxDepth) throw std::logic_error("JsonWriter: containers nested too deep");
+  separate();
+  out_ += bracket;
+  ++depth_;
+  first_bits_ |= std::uint64_t{1} << (depth_ - 1);
+}
+
+void JsonWriter::close(char bracket) {
+  out_ += bracket;
+  if (depth_ > 0) --depth_;
 }
 
 JsonWriter& JsonWriter::begin_object() {
-  separate();
-  out_ += '{';
-  first_.push_back(true);
+  open('{');
   return *this;
 }
 
 JsonWriter& JsonWriter::end_object() {
-  out_ += '}';
-  first_.pop_back();
+  close('}');
   return *this;
 }
 
 JsonWriter& JsonWriter::begin_array() {
-  separate();
-  out_ += '[';
-  first_.push_back(true);
+  open('[');
   return *this;
 }
 
 JsonWriter& JsonWriter::end_array() {
-  out_ += ']';
-  first_.pop_back();
+  close(']');
   return *this;
 }
 

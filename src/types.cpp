@@ -8,16 +8,6 @@
 
 namespace chatcap {
 
-IpAddress IpAddress::v4(std::uint8_t a, std::uint8_t b, std::uint8_t c, std::uint8_t d) {
-  IpAddress ip;
-  ip.family = 4;
-  ip.bytes[0] = a;
-  ip.bytes[1] = b;
-  ip.bytes[2] = c;
-  ip.bytes[3] = d;
-  return ip;
-}
-
 IpAddress IpAddress::v6_loopback() {
   IpAddress ip;
   ip.family = 6;

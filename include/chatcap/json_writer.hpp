@@ -61,7 +61,13 @@ class JsonWriter {
   void escape_bytes(std::string_view text);
 
   std::string& out_;
-  std::vector<bool> first_;  // per open container: nothing written in it yet
+  void open(char bracket);
+  void close(char bracket);
+  // Per open container, one bit: nothing written in it yet (bit i: depth i + 1). Records
+  // nest a few levels; kMaxDepth is far beyond any of them.
+  static constexpr std::size_t kMaxDepth = 64;
+  std::uint64_t first_bits_ = 0;
+  std::size_t depth_ = 0;
   bool after_key_ = false;
 };
 

@@ -31,7 +31,16 @@ struct IpAddress {
     return w;
   }
   std::string to_string() const;
-  static IpAddress v4(std::uint8_t a, std::uint8_t b, std::uint8_t c, std::uint8_t d);
+  // Inline: the decoder builds two for every packet.
+  static IpAddress v4(std::uint8_t a, std::uint8_t b, std::uint8_t c, std::uint8_t d) {
+    IpAddress ip;
+    ip.family = 4;
+    ip.bytes[0] = a;
+    ip.bytes[1] = b;
+    ip.bytes[2] = c;
+    ip.bytes[3] = d;
+    return ip;
+  }
   static IpAddress v6_loopback();
   // Parses a textual IPv4 or IPv6 address; false when it is neither.
   static bool parse(std::string_view text, IpAddress& out);
