@@ -80,3 +80,27 @@ TEST_CASE("json writer: short strings of every length, plain or not, round-trip"
     }
   }
 }
+
+TEST_CASE("json writer: one byte of each value at each position of a plain short string", "[json_writer]") {
+  // The shortcut looks at eight bytes at a time: no byte that needs care may hide in any
+  // lane of any word, or in the padded last one.
+  for (std::size_t length : {1, 2, 3, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 32, 33, 63, 64}) {
+    for (std::size_t at = 0; at < length; ++at) {
+      for (int value = 0; value < 256; ++value) {
+        std::string text(length, 'p');
+        text[at] = static_cast<char>(value);
+        std::string out;
+        JsonWriter(out).string(text);
+        INFO("length " << length << ", byte " << value << " at " << at << ": " << out);
+        nlohmann::json back = nlohmann::json::parse(out);  // valid JSON whatever the byte
+        if (value < 0x80) {
+          REQUIRE(back == text);
+        } else {  // alone, not UTF-8: kept as the Latin-1 code point of the same value
+          std::string latin1 = text.substr(0, at) + static_cast<char>(0xC0 | (value >> 6)) +
+                               static_cast<char>(0x80 | (value & 0x3F)) + text.substr(at + 1);
+          REQUIRE(back == latin1);
+        }
+      }
+    }
+  }
+}
