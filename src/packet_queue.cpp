@@ -1,19 +1,43 @@
 #include "chatcap/packet_queue.hpp"
 
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <new>
 #include <stdexcept>
 #include <system_error>
 
 namespace chatcap {
 
+namespace {
+
+constexpr std::size_t kHugePage = 2 * 1024 * 1024;
+
+std::size_t mapped_size(std::size_t capacity) { return (capacity + kHugePage - 1) & ~(kHugePage - 1); }
+
+// The ring in its own mapping, asked for huge pages: both threads stream through all of it,
+// and 2 MiB pages spare them a TLB miss every 4 KiB. Where the kernel has none to give, it
+// is an ordinary mapping.
+std::uint8_t* map_ring(std::size_t capacity) {
+  void* p = ::mmap(nullptr, mapped_size(capacity), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  ::madvise(p, mapped_size(capacity), MADV_HUGEPAGE);
+  return static_cast<std::uint8_t*>(p);
+}
+
+}  // namespace
+
+void PacketQueue::Unmap::operator()(std::uint8_t* p) const {
+  if (p != nullptr) ::munmap(p, mapped_size(bytes));
+}
+
 PacketQueue::PacketQueue(std::size_t capacity_bytes)
-    : capacity_((capacity_bytes + kAlign - 1) & ~(kAlign - 1)), ring_(new std::uint8_t[capacity_]) {
+    : capacity_((capacity_bytes + kAlign - 1) & ~(kAlign - 1)), ring_(map_ring(capacity_), Unmap{capacity_}) {
   if (capacity_ < 4 * record_size(0)) throw std::invalid_argument("packet queue too small");
-  // Touched once now, at start: else the capture thread takes a page fault for every 4 KiB
+  // Touched once now, at start: else the capture thread takes a page fault for every page
   // of the first pass through the ring, in the middle of the first burst of traffic.
   std::memset(ring_.get(), 0, capacity_);
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

@@ -70,7 +70,11 @@ class PacketQueue {
   static constexpr std::size_t kPublishEvery = 64;
 
   std::size_t capacity_;
-  std::unique_ptr<std::uint8_t[]> ring_;
+  struct Unmap {
+    std::size_t bytes;
+    void operator()(std::uint8_t* p) const;
+  };
+  std::unique_ptr<std::uint8_t[], Unmap> ring_;
   int wake_fd_ = -1;
   alignas(64) std::atomic<std::uint64_t> head_{0};  // written by the producer
   std::uint64_t tail_seen_ = 0;                     // the producer's last read of tail_
