@@ -139,7 +139,7 @@ void LogWriter::write_pending() {
     int error = errno;
     // Undo the part written, as for a single record; the whole batch is lost, and requests
     // remembered at offsets in it are forgotten (they are not in the file to copy).
-    if (written > 0 && ::ftruncate(current_fd_, current_size_) != 0) current_size_ += static_cast<off_t>(written);
+    undo_partial_write(written);
     records_lost_ += pending_records_;
     exchanges_in_current_ -= std::min(exchanges_in_current_, pending_requests_);
     std::erase_if(open_requests_, [&](const auto& entry) {
@@ -153,6 +153,12 @@ void LogWriter::write_pending() {
   if (pending_.capacity() > 4 * kBatchBytes) pending_.shrink_to_fit();  // one huge body passed through
 }
 
+// Never leave half a record: the next one would be glued to it. (If the file cannot be cut
+// back, what was written stays counted, so offsets remain true.)
+void LogWriter::undo_partial_write(std::size_t written) {
+  if (written > 0 && ::ftruncate(current_fd_, current_size_) != 0) current_size_ += static_cast<off_t>(written);
+}
+
 void LogWriter::note_written() {
   if (!failing_) return;
   failing_ = false;
@@ -163,8 +169,7 @@ bool LogWriter::write_now(std::string_view line, Location* where) {
   std::size_t written = 0;
   if (!write_all_at_end(current_fd_, line, written)) {
     int error = errno;
-    // Never leave half a record: the next one would be glued to it.
-    if (written > 0 && ::ftruncate(current_fd_, current_size_) != 0) current_size_ += static_cast<off_t>(written);
+    undo_partial_write(written);
     ++records_lost_;
     report_failure(error);
     return false;

@@ -49,6 +49,22 @@ void whole_exchange(LogWriter& log, const std::string& id) {
   log.write_record(RecordType::exchange, id, exchange_line(id));
 }
 
+// /dev/full fails every write with ENOSPC: the current file is moved aside and replaced by
+// a link to it, and the writer reopens. Returns the current file's path.
+std::string make_disk_full(LogWriter& log, TempDir& dir) {
+  std::string path = log.current_path();
+  std::rename(path.c_str(), dir.file("saved.jsonl").c_str());
+  REQUIRE(::symlink("/dev/full", path.c_str()) == 0);
+  log.reopen();
+  return path;
+}
+
+// Space again: the link goes, and the writer reopens a real file.
+void make_disk_writable(LogWriter& log, const std::string& path) {
+  ::unlink(path.c_str());
+  log.reopen();
+}
+
 }  // namespace
 
 TEST_CASE("log writer: the files hold between keep and 2×keep exchanges", "[log_writer]") {
@@ -150,7 +166,6 @@ TEST_CASE("log writer: a directory that cannot be created is a clear error", "[l
 }
 
 TEST_CASE("log writer: a failing write is undone, reported once, and writing resumes", "[log_writer]") {
-  // /dev/full fails every write with ENOSPC: point the current file at it.
   TempDir dir;
   LogWriterConfig config;
   config.dir = dir.file("log");
@@ -158,17 +173,13 @@ TEST_CASE("log writer: a failing write is undone, reported once, and writing res
   std::vector<std::string> problems;
   log.on_problem = [&](const std::string& p) { problems.push_back(p); };
   whole_exchange(log, "ok1");
-  std::string path = log.current_path();
-  std::rename(path.c_str(), dir.file("saved.jsonl").c_str());
-  REQUIRE(::symlink("/dev/full", path.c_str()) == 0);
-  log.reopen();
+  std::string path = make_disk_full(log, dir);
   whole_exchange(log, "lost1");
   whole_exchange(log, "lost2");
   CHECK(log.records_lost() == 4);
   REQUIRE(problems.size() == 1);
   CHECK_THAT(problems[0], Catch::Contains("No space left") && Catch::Contains("free disk space"));
-  ::unlink(path.c_str());
-  log.reopen();
+  make_disk_writable(log, path);
   whole_exchange(log, "ok2");
   REQUIRE(problems.size() == 2);
   CHECK_THAT(problems[1], Catch::Contains("again"));
@@ -234,10 +245,7 @@ TEST_CASE("log writer: a batch that cannot be written is undone and counted, rec
   LogWriter log(config);
   std::vector<std::string> problems;
   log.on_problem = [&](const std::string& p) { problems.push_back(p); };
-  std::string path = log.current_path();
-  std::rename(path.c_str(), dir.file("saved.jsonl").c_str());
-  REQUIRE(::symlink("/dev/full", path.c_str()) == 0);
-  log.reopen();
+  std::string path = make_disk_full(log, dir);
   {
     LogWriter::Batch batch(log);
     whole_exchange(log, "lost1");
@@ -247,8 +255,7 @@ TEST_CASE("log writer: a batch that cannot be written is undone and counted, rec
   CHECK(log.records_written() == 0);
   CHECK(log.exchanges_in_current() == 0);  // the lost requests do not count toward rotation
   REQUIRE(problems.size() == 1);
-  ::unlink(path.c_str());
-  log.reopen();
+  make_disk_writable(log, path);
   {
     LogWriter::Batch batch(log);
     log.write_record(RecordType::exchange, "lost2", exchange_line("lost2"));  // its request is gone

@@ -104,6 +104,7 @@ class LogWriter : public RecordSink {
   bool append(std::string_view line, Location* where);
   bool write_now(std::string_view line, Location* where);
   void write_pending();
+  void undo_partial_write(std::size_t written);
   void note_written();
   bool copy_forward(const Location& from, Location& to);
   void report_failure(int error);
