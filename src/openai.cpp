@@ -907,6 +907,8 @@ void note_token_event(ChatAnswer& answer, timestamp_us ts) {
   if (answer.token_events == 1) {
     answer.first_token_ts = ts;
   } else if (answer.token_gaps_us.size() < ChatAnswer::kMaxGapSamples) {
+    // Room for a typical answer's gaps at once (512 bytes), not eight regrowths and copies.
+    if (answer.token_gaps_us.capacity() == 0) answer.token_gaps_us.reserve(128);
     answer.token_gaps_us.push_back(gap_us(answer.last_token_ts, ts));
   }
   answer.last_token_ts = ts;
@@ -1064,20 +1066,55 @@ bool assemble_chat_completion(std::string_view body, ChatAnswer& out) {
   }
 }
 
-std::optional<double> ChatAnswer::gap_percentile_ms(double percentile) const {
-  if (token_gaps_us.empty()) return std::nullopt;
+namespace {
+
+// Nearest rank: the smallest sample with at least `percentile` % of samples at or below it
+// (1-based, within 1..samples).
+std::size_t nearest_rank(double percentile, std::size_t samples) {
   if (!(percentile >= 0.0)) percentile = 0.0;  // also NaN
   percentile = std::min(percentile, 100.0);
-  // Nearest rank: the smallest sample with at least `percentile` % of samples at or below it.
-  const std::size_t samples = token_gaps_us.size();
   auto rank = static_cast<std::size_t>(std::ceil(percentile / 100.0 * static_cast<double>(samples)));
-  rank = std::clamp<std::size_t>(rank, 1, samples);
-  // A scratch copy kept by the thread (at most kMaxGapSamples): no allocation per record.
-  thread_local std::vector<std::uint32_t> sorted;
-  sorted.assign(token_gaps_us.begin(), token_gaps_us.end());
-  std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(rank - 1),
-                   sorted.end());
-  return static_cast<double>(sorted[rank - 1]) / 1000.0;
+  return std::clamp<std::size_t>(rank, 1, samples);
+}
+
+// A scratch copy of the gaps kept by the thread (at most kMaxGapSamples): no allocation per
+// record, and the answer's own samples keep their order.
+std::vector<std::uint32_t>& sorted_scratch(const std::vector<std::uint32_t>& gaps) {
+  thread_local std::vector<std::uint32_t> scratch;
+  scratch.assign(gaps.begin(), gaps.end());
+  return scratch;
+}
+
+// Puts the rank-th smallest of [first, last) at first + rank - 1; everything before it is
+// no larger and everything after no smaller.
+std::uint32_t select_rank(std::vector<std::uint32_t>::iterator first, std::vector<std::uint32_t>::iterator last,
+                          std::size_t rank) {
+  auto nth = first + static_cast<std::ptrdiff_t>(rank - 1);
+  std::nth_element(first, nth, last);
+  return *nth;
+}
+
+double as_ms(std::uint32_t us) { return static_cast<double>(us) / 1000.0; }
+
+}  // namespace
+
+std::optional<double> ChatAnswer::gap_percentile_ms(double percentile) const {
+  if (token_gaps_us.empty()) return std::nullopt;
+  std::vector<std::uint32_t>& sorted = sorted_scratch(token_gaps_us);
+  return as_ms(select_rank(sorted.begin(), sorted.end(), nearest_rank(percentile, sorted.size())));
+}
+
+ChatAnswer::GapMedianP99 ChatAnswer::gap_p50_p99_ms() const {
+  if (token_gaps_us.empty()) return {};
+  std::vector<std::uint32_t>& sorted = sorted_scratch(token_gaps_us);
+  const std::size_t rank50 = nearest_rank(50.0, sorted.size());
+  const std::size_t rank99 = nearest_rank(99.0, sorted.size());  // >= rank50
+  GapMedianP99 result;
+  result.p50 = as_ms(select_rank(sorted.begin(), sorted.end(), rank50));
+  // The p99 sample is at or after the median's position, among samples no smaller.
+  const auto median_at = sorted.begin() + static_cast<std::ptrdiff_t>(rank50 - 1);
+  result.p99 = as_ms(select_rank(median_at, sorted.end(), rank99 - rank50 + 1));
+  return result;
 }
 
 void ChatAnswer::clear() {

@@ -193,8 +193,8 @@ void put_timing(JsonWriter& w, const Exchange& ex) {
   put_ms(w, "ttfb_ms", origin, t.response_start);
   put_ms(w, "ttft_ms", origin, ex.answer.first_token_ts);
   put_ms(w, "duration_ms", t.request_start, t.response_end);
-  for (auto [name, percentile] : {std::pair{"itl_ms_p50", 50.0}, std::pair{"itl_ms_p99", 99.0}}) {
-    auto value = ex.answer.gap_percentile_ms(percentile);
+  const ChatAnswer::GapMedianP99 gaps = ex.answer.gap_p50_p99_ms();
+  for (auto [name, value] : {std::pair{"itl_ms_p50", gaps.p50}, std::pair{"itl_ms_p99", gaps.p99}}) {
     w.key(name);
     value ? w.number(*value) : w.null();
   }

@@ -1,6 +1,7 @@
 #include "chatcap/openai.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -129,6 +130,37 @@ TEST_CASE("openai: percentiles over known gaps", "[openai]") {
   CHECK(answer.gap_percentile_ms(500) == Approx(100.0));
   // Called on a const answer: the samples keep their order.
   CHECK(answer.token_gaps_us.front() == 100000);
+}
+
+// The record's pair (one copy, the p99 selected among the samples above the median) agrees
+// with a full sort, whatever the count and however many samples are equal.
+TEST_CASE("openai: median and p99 together agree with a sorted copy", "[openai]") {
+  CHECK_FALSE(ChatAnswer{}.gap_p50_p99_ms().p50.has_value());
+  CHECK_FALSE(ChatAnswer{}.gap_p50_p99_ms().p99.has_value());
+  std::mt19937 random(7);
+  for (std::size_t samples = 1; samples <= 400; ++samples) {
+    for (std::uint32_t spread : {3u, 1000u}) {  // many equal samples, then few
+      ChatAnswer answer;
+      std::uniform_int_distribution<std::uint32_t> gap(0, spread);
+      for (std::size_t i = 0; i < samples; ++i) answer.token_gaps_us.push_back(gap(random) * 1000);
+      std::vector<std::uint32_t> sorted = answer.token_gaps_us;
+      std::sort(sorted.begin(), sorted.end());
+      auto nearest_rank_ms = [&](double percentile) {
+        auto rank = static_cast<std::size_t>(std::ceil(percentile / 100.0 * static_cast<double>(samples)));
+        return sorted[std::max<std::size_t>(rank, 1) - 1] / 1000.0;
+      };
+      const std::vector<std::uint32_t> before = answer.token_gaps_us;
+      const ChatAnswer::GapMedianP99 both = answer.gap_p50_p99_ms();
+      INFO(samples << " samples up to " << spread << " ms");
+      REQUIRE(both.p50.has_value());
+      REQUIRE(both.p99.has_value());
+      CHECK(*both.p50 == nearest_rank_ms(50));
+      CHECK(*both.p99 == nearest_rank_ms(99));
+      CHECK(*both.p50 == answer.gap_percentile_ms(50));
+      CHECK(*both.p99 == answer.gap_percentile_ms(99));
+      CHECK(answer.token_gaps_us == before);
+    }
+  }
 }
 
 TEST_CASE("openai: vLLM sending reasoning under both names takes it once", "[openai]") {

@@ -80,13 +80,14 @@ struct RequestPart {
 };
 
 struct ResponsePart {
-  int status = 0;  // 0 = no status line seen
+  // First, what every segment of the body touches (see Exchange::recorded).
+  Body body;
+  bool event_stream = false;  // Content-Type: text/event-stream
+  int status = 0;             // 0 = no status line seen
   std::string reason;
   std::string version;
   std::vector<Header> headers;
-  Body body;
   std::vector<int> interim_statuses;  // 1xx responses seen before the final one
-  bool event_stream = false;          // Content-Type: text/event-stream
   bool complete = false;  // parsed to its end
   bool ended = false;     // complete, or cut and never will be
 };
@@ -104,6 +105,10 @@ struct Exchange {
   Endpoint client;
   Endpoint server;
   RequestPart request;
+  // Read with the response's body and event_stream for every segment of a response: the
+  // three share one cache line (a stream's exchanges are visited once per event, among
+  // hundreds of other connections', and each line is a miss).
+  alignas(64) bool recorded = true;  // passes the endpoint filter: bodies kept, records written
   ResponsePart response;
   ExchangeTimes times;
   ChatAnswer answer;       // assembled chat answer (streamed or not), when the body is one
@@ -112,7 +117,6 @@ struct Exchange {
   CloseReason close_reason = CloseReason::none;
   std::string error;       // parse error reason, or why it ended as it did
   std::uint64_t gap_bytes = 0;  // bytes lost to capture gaps inside this exchange
-  bool recorded = true;    // passes the endpoint filter: bodies kept, records written
   bool orphan_response = false;  // a response whose request was never seen
   bool request_record_written = false;
 
