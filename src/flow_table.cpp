@@ -13,18 +13,19 @@ Connection::Connection(Endpoint client, Endpoint server, ExchangeSink& sink, Exc
       to_server_(http_.client_stream(), config.reassembly),
       to_client_(http_.server_stream(), config.reassembly) {}
 
-void Connection::on_segment(const TcpSegment& segment, bool from_client) {
-  last_seen_ = segment.ts;
+SegmentOutcome Connection::on_segment(const TcpSegment& segment, bool from_client) {
+  last_seen = segment.ts;
   Reassembler& own = from_client ? to_server_ : to_client_;
   Reassembler& peer = from_client ? to_client_ : to_server_;
   // The ACK first: it may prove bytes of the other direction lost, and that must be known
   // before this segment's data (say, a response) is paired with the other side's message.
   if (segment.has(tcp_flag::ack)) peer.on_peer_ack(segment.ts, segment.ack);
-  own.on_segment(segment);
+  const SegmentOutcome outcome = own.on_segment(segment);
   if (segment.has(tcp_flag::rst) && !peer.closed()) {
     // The connection is gone for both directions: deliver what the other side holds.
     peer.flush(segment.ts);
   }
+  return outcome;
 }
 
 void Connection::tick(timestamp_us now) {
@@ -147,7 +148,7 @@ void FlowTable::on_segment(const TcpSegment& segment) {
   if (c.closed_at != 0) return;  // late duplicates of a closed connection
   bool from_client = segment.src == c.client();
   watch_handshake(c, segment, from_client);
-  c.on_segment(segment, from_client);
+  ++segment_counts_[static_cast<std::size_t>(c.on_segment(segment, from_client))];
   if (c.closed() && c.closed_at == 0) {
     c.closed_at = segment.ts;
     c.finish(segment.ts, ExchangeState::aborted, "connection closed");
@@ -229,7 +230,7 @@ void FlowTable::sweep(timestamp_us now) {
     }
     timestamp_us idle_limit =
         c.http().open_exchanges() > 0 ? config_.idle_timeout : config_.idle_timeout_no_exchange;
-    if (now - c.last_seen() >= idle_limit) {
+    if (now - c.last_seen >= idle_limit) {
       c.finish(now, ExchangeState::timeout, "connection idle past the idle timeout");
       ++evicted_idle_;
       retire(c);
@@ -243,7 +244,7 @@ void FlowTable::sweep(timestamp_us now) {
 
 void FlowTable::evict_least_recent(timestamp_us now) {
   auto oldest = std::min_element(connections_.begin(), connections_.end(), [](const auto& l, const auto& r) {
-    return l.second.last_seen() < r.second.last_seen();
+    return l.second.last_seen < r.second.last_seen;
   });
   if (oldest == connections_.end()) return;
   oldest->second.finish(now, ExchangeState::timeout, "evicted: too many open connections (max_connections)");
@@ -253,10 +254,6 @@ void FlowTable::evict_least_recent(timestamp_us now) {
 }
 
 void FlowTable::retire(Connection& c) {
-  for (std::size_t i = 0; i < kSegmentOutcomeCount; ++i) {
-    auto outcome = static_cast<SegmentOutcome>(i);
-    retired_segments_[i] += c.to_server().count(outcome) + c.to_client().count(outcome);
-  }
   retired_gap_bytes_ += c.to_server().gap_bytes() + c.to_client().gap_bytes();
 }
 
@@ -274,9 +271,7 @@ void FlowTable::flag_open(Anomaly anomaly) {
 }
 
 std::uint64_t FlowTable::segments(SegmentOutcome outcome) const {
-  std::uint64_t total = retired_segments_[static_cast<std::size_t>(outcome)];
-  for (const auto& [key, c] : connections_) total += c.to_server().count(outcome) + c.to_client().count(outcome);
-  return total;
+  return segment_counts_[static_cast<std::size_t>(outcome)];
 }
 
 std::uint64_t FlowTable::gap_bytes() const {

@@ -115,7 +115,7 @@ std::uint64_t mix64(std::uint64_t x) {  // splitmix64 finaliser
 
 HttpSession::HttpSession(Endpoint client, Endpoint server, ExchangeSink& sink, ExchangeNumbering& numbering,
                          const HttpLimits& limits, const TargetFilter* filter)
-    : client_(client), server_(server), sink_(sink), numbering_(numbering), limits_(limits), filter_(filter) {
+    : limits_(limits), client_(client), server_(server), sink_(sink), numbering_(numbering), filter_(filter) {
   request_.is_request = true;
   response_.is_request = false;
   reset_parser(request_);

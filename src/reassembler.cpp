@@ -15,11 +15,7 @@ std::string_view to_string(SegmentOutcome outcome) {
   return "unknown";
 }
 
-SegmentOutcome Reassembler::on_segment(const TcpSegment& segment) {
-  SegmentOutcome outcome = classify_and_deliver(segment);
-  ++counts_[static_cast<std::size_t>(outcome)];
-  return outcome;
-}
+SegmentOutcome Reassembler::on_segment(const TcpSegment& segment) { return classify_and_deliver(segment); }
 
 void Reassembler::start_at(std::uint32_t seq, bool from_syn) {
   started_ = true;

@@ -73,11 +73,12 @@ TEST_CASE("out-of-order, retransmitted and duplicated segments give the bytes on
     Collector out;
     Reassembler r(out);
     r.on_segment(segment(4999, "", tcp_flag::syn));
-    for (const TcpSegment& s : order) r.on_segment(s);
+    std::size_t retransmissions = 0;
+    for (const TcpSegment& s : order) retransmissions += r.on_segment(s) == SegmentOutcome::retransmission;
     INFO("seed " << seed);
     CHECK(out.bytes == kText);
     CHECK(out.gap_total == 0);
-    CHECK(r.count(SegmentOutcome::retransmission) >= segments.size());
+    CHECK(retransmissions >= segments.size());
     CHECK_FALSE(r.has_pending());
   }
 }

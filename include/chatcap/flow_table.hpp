@@ -63,7 +63,8 @@ class Connection {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  void on_segment(const TcpSegment& segment, bool from_client);
+  // Returns what became of the segment in its direction's reassembler.
+  SegmentOutcome on_segment(const TcpSegment& segment, bool from_client);
   void tick(timestamp_us now);
   // End of capture / eviction: deliver what is buffered, then end open exchanges with `state`.
   void finish(timestamp_us ts, ExchangeState state, std::string_view why);
@@ -71,12 +72,12 @@ class Connection {
   bool closed() const;
   const Endpoint& client() const { return client_; }
   const Endpoint& server() const { return server_; }
-  timestamp_us last_seen() const { return last_seen_; }
   HttpSession& http() { return http_; }
   const Reassembler& to_server() const { return to_server_; }
   const Reassembler& to_client() const { return to_client_; }
 
   timestamp_us closed_at = 0;  // when closed() first held (for the linger timer)
+  timestamp_us last_seen = 0;  // packet time of the last segment (here: in the line the lookup reads)
   bool saw_syn = false;        // client SYN seen (not yet answered)
   bool saw_syn_ack = false;
   bool syn_unanswered_reported = false;
@@ -89,7 +90,6 @@ class Connection {
   HttpSession http_;          // before the reassemblers: they feed it
   Reassembler to_server_;
   Reassembler to_client_;
-  timestamp_us last_seen_ = 0;
 };
 
 class FlowTable {
@@ -170,8 +170,10 @@ class FlowTable {
   std::uint64_t connections_seen_ = 0;
   std::uint64_t evicted_idle_ = 0;
   std::uint64_t evicted_full_ = 0;
+  // Segments by outcome, over all connections (counted here, not per connection: the
+  // table's counters stay in cache, a connection's would be one more line per packet).
+  std::array<std::uint64_t, kSegmentOutcomeCount> segment_counts_{};
   // Totals of connections already removed, so counters survive eviction.
-  std::array<std::uint64_t, kSegmentOutcomeCount> retired_segments_{};
   std::uint64_t retired_gap_bytes_ = 0;
 };
 

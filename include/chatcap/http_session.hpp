@@ -100,14 +100,14 @@ class HttpSession {
   int on_message_complete(llhttp_t* parser);
 
  private:
-  // One direction: its parser and what we know of where it stands.
-  struct Direction {
+  // One direction: its parser and what we know of where it stands. The parser and the
+  // flags and pointer every segment reads come first, in two cache lines; the buffers only
+  // resynchronisation and upgrades use, after them.
+  struct alignas(64) Direction {
     llhttp_t parser{};
     bool is_request = true;
     bool resyncing = false;       // scanning for the next message start
     bool resync_at_boundary = false;  // the next byte may start a message (after a gap/pickup)
-    std::string resync_carry;     // a partial line that may be a message start
-    std::string scan_buffer;      // carry + new bytes, while scanning
     bool in_message = false;      // between on_message_begin and on_message_complete
     bool headers_done = false;    // on_headers_complete seen for the current message
     bool in_known_length_body = false;  // parser.content_length is the bytes left in body/chunk
@@ -115,10 +115,12 @@ class HttpSession {
     bool feeding_filler = false;  // bytes being fed stand for a capture gap
     bool tunnel = false;          // CONNECT/Upgrade accepted: not HTTP any more
     bool awaiting_upgrade_verdict = false;  // request asked to upgrade; hold bytes until the answer
-    std::string held;             // client bytes held while awaiting that verdict
     bool header_field_open = false;     // last header callback was a field (name)
     std::size_t header_bytes = 0;
     Exchange* current = nullptr;  // exchange this direction's message belongs to
+    std::string resync_carry;     // a partial line that may be a message start
+    std::string scan_buffer;      // carry + new bytes, while scanning
+    std::string held;             // client bytes held while awaiting that verdict
   };
 
   class Side : public StreamSink {
@@ -169,20 +171,12 @@ class HttpSession {
     return ex.response.event_stream ? limits_.max_stream_body_bytes : limits_.max_body_bytes;
   }
 
-  Endpoint client_;
-  Endpoint server_;
-  ExchangeSink& sink_;
-  ExchangeNumbering& numbering_;
+  // What every segment reads or writes, together at the start (a connection's state is
+  // revisited once per packet among hundreds of others': each line it spans is a miss).
   const HttpLimits& limits_;
-  const TargetFilter* filter_;
   Side client_side_{*this, true};
   Side server_side_{*this, false};
-  Direction request_;
-  Direction response_;
-  // Exchanges awaiting their response (or their end), oldest first.
-  // (A vector: it rarely holds more than one or two, and an empty std::deque already
-  // allocates ~600 bytes — per connection, with 10,000 idle connections.)
-  std::vector<std::unique_ptr<Exchange>> queue_;
+  timestamp_us now_ = 0;         // timestamp of the bytes being parsed
   // The SSE decoder and assembler of the response being streamed; made on the first
   // event-stream response, so connections that never stream do not carry them.
   struct StreamState {
@@ -191,12 +185,22 @@ class HttpSession {
   };
   std::unique_ptr<StreamState> stream_;
   Exchange* stream_owner_ = nullptr;  // the exchange stream_ is assembling
-  std::string pending_request_bytes_;  // held upgrade bytes released by a refusal, fed after the response parser returns
-  CloseKind client_close_kind_ = CloseKind::fin;
-  timestamp_us now_ = 0;         // timestamp of the bytes being parsed
-  std::uint64_t exchanges_started_ = 0;
   bool client_closed_ = false;
   bool server_closed_ = false;
+  std::string pending_request_bytes_;  // held upgrade bytes released by a refusal, fed after the response parser returns
+  Direction request_;
+  Direction response_;
+  Endpoint client_;
+  Endpoint server_;
+  ExchangeSink& sink_;
+  ExchangeNumbering& numbering_;
+  const TargetFilter* filter_;
+  // Exchanges awaiting their response (or their end), oldest first.
+  // (A vector: it rarely holds more than one or two, and an empty std::deque already
+  // allocates ~600 bytes — per connection, with 10,000 idle connections.)
+  std::vector<std::unique_ptr<Exchange>> queue_;
+  CloseKind client_close_kind_ = CloseKind::fin;
+  std::uint64_t exchanges_started_ = 0;
 };
 
 }  // namespace chatcap

@@ -66,7 +66,7 @@ struct ReassemblerLimits {
   timestamp_us hole_timeout = 2 * kMicrosPerSecond;
 };
 
-class Reassembler {
+class alignas(64) Reassembler {
  public:
   explicit Reassembler(StreamSink& sink, ReassemblerLimits limits = {}) : sink_(&sink), limits_(limits) {}
   Reassembler(const Reassembler&) = delete;
@@ -89,7 +89,6 @@ class Reassembler {
   std::uint64_t delivered_bytes() const { return next_offset_; }
   std::uint64_t gap_bytes() const { return gap_bytes_; }
   std::uint64_t gaps() const { return gaps_; }
-  std::uint64_t count(SegmentOutcome outcome) const { return counts_[static_cast<std::size_t>(outcome)]; }
 
  private:
   // Bytes waiting behind a hole. `lost_after` is the snaplen-cut tail of the packet that
@@ -114,22 +113,24 @@ class Reassembler {
   void maybe_close(timestamp_us ts);
   void close(timestamp_us ts, CloseKind kind);
 
+  // First, in the class's first cache line, all that an in-order segment (and an ACK from
+  // the peer) reads or writes: with hundreds of connections each is a miss per packet.
   StreamSink* sink_;
-  ReassemblerLimits limits_;
+  std::uint64_t next_offset_ = 0;  // next byte the sink expects
+  std::uint32_t base_seq_ = 0;     // sequence number of stream offset 0
   bool started_ = false;
   bool saw_syn_ = false;
   bool closed_ = false;
   bool reset_ = false;             // a RST was seen (after a FIN, it is reported too)
-  std::uint32_t base_seq_ = 0;     // sequence number of stream offset 0
-  std::uint64_t next_offset_ = 0;  // next byte the sink expects
   bool fin_seen_ = false;
-  std::uint64_t fin_offset_ = 0;
   std::vector<Chunk> pending_;     // sorted by offset, non-overlapping, all > next_offset_
+  // Then what holes, FINs and limits need.
+  std::uint64_t fin_offset_ = 0;
+  ReassemblerLimits limits_;
   std::size_t pending_bytes_ = 0;
   timestamp_us hole_opened_ = 0;   // packet time the current hole was first noticed
   std::uint64_t gap_bytes_ = 0;
   std::uint64_t gaps_ = 0;
-  std::array<std::uint64_t, kSegmentOutcomeCount> counts_{};
 };
 
 }  // namespace chatcap
