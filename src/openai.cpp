@@ -945,12 +945,12 @@ bool plain_string_text(std::string_view token, std::string_view& text) {
 // full reading may pick other text, `reasoning` after an empty `reasoning_content`).
 bool take_same_shape_chunk(ChatAnswer& answer, std::string& scratch, const ChunkShape& shape,
                            std::string_view data) {
-  const std::size_t head = shape.head.size();
-  const std::size_t tail = shape.tail.size();
+  const std::string_view shape_head = shape.head();
+  const std::string_view shape_tail = shape.tail();
+  const std::size_t head = shape_head.size();
+  const std::size_t tail = shape_tail.size();
   if (head == 0 || data.size() < head + tail + 1) return false;  // +1: the closing quote
-  if (data.substr(0, head) != shape.head || data.substr(data.size() - tail) != shape.tail) {
-    return false;
-  }
+  if (data.substr(0, head) != shape_head || data.substr(data.size() - tail) != shape_tail) return false;
   // The head's last byte is the text's opening quote.
   const std::string_view token = data.substr(head - 1, data.size() - tail - (head - 1));
   std::string_view text;
@@ -974,9 +974,7 @@ void learn_shape(ChunkShape& shape, std::string_view data, const std::string& pa
     return;
   }
   const auto at = static_cast<std::size_t>(token.data() - copy);
-  shape.head.assign(data.substr(0, at + 1));
-  shape.tail.assign(data.substr(at + token.size()));
-  shape.target = reader.sole_text_target();
+  shape.learn(data.substr(0, at + 1), data.substr(at + token.size()), reader.sole_text_target());
 }
 
 void take_event(ChatAnswer& answer, std::string& scratch, ChunkShape& shape, const SseEvent& event) {

@@ -78,7 +78,7 @@ void SseDecoder::feed(timestamp_us ts, std::string_view bytes, SseHandler& handl
 }
 
 bool SseDecoder::at_event_start() const {
-  return line_.empty() && !have_data_ && !oversized_ && type_.empty() && id_.empty() && !skipping_to_line_end_;
+  return line_.empty() && !have_data_ && !oversized_ && !has_type_or_id_ && !skipping_to_line_end_;
 }
 
 // Servers write each event whole (uvicorn: one `data: ...\n\n` per chunk). Such an event,
@@ -186,6 +186,7 @@ void SseDecoder::process_line(std::string_view line) {
   } else if (field == "id") {
     if (value.find('\0') == std::string_view::npos) id_.assign(value);  // W3C: NUL => ignore
   }
+  has_type_or_id_ = !type_.empty() || !id_.empty();
   // `retry:` (a reconnection delay) and unknown fields are ignored: we never reconnect.
 }
 
@@ -221,6 +222,7 @@ void SseDecoder::start_next_event() {
   data_.clear();
   type_.clear();
   id_.clear();
+  has_type_or_id_ = false;
   have_data_ = false;
   oversized_ = false;
   release_if_large(data_);

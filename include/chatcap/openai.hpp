@@ -59,25 +59,26 @@ struct ChatAnswer {
   static constexpr std::size_t kMaxGapSamples = 1 << 16;
   static constexpr std::size_t kMaxToolCalls = 256;  // distinct tool-call indexes kept
 
+  // First, what every streamed token event updates (two cache lines, not five: a stream's
+  // state is revisited once per event, among hundreds of other streams').
   std::string content;
-  std::string reasoning;
-  std::vector<ToolCallDelta> tool_calls;  // ordered by index
-  std::string finish_reason;
-  std::string usage_json;  // raw JSON of the last `usage` object seen; empty if none
-  std::string error_json;  // raw JSON of an `error` object (in a chunk or the body); empty if none
-  std::string model;
-  bool done = false;            // `data: [DONE]` seen
-  bool text_truncated = false;  // some text field hit kMaxTextBytes, or kMaxToolCalls was hit
   std::uint64_t events = 0;     // SSE events seen (including [DONE])
-  std::uint64_t bad_events = 0; // events whose data was not JSON we could read
   std::uint64_t token_events = 0;  // events carrying content, reasoning or tool-call text
-
   // Times (packet timestamps) for timing fields; 0 = not seen.
   timestamp_us first_event_ts = 0;
   timestamp_us first_token_ts = 0;  // first event carrying content, reasoning or tool-call text
   timestamp_us last_token_ts = 0;
   timestamp_us last_event_ts = 0;
   std::vector<std::uint32_t> token_gaps_us;  // gaps between token-bearing events, capped
+  bool done = false;            // `data: [DONE]` seen
+  bool text_truncated = false;  // some text field hit kMaxTextBytes, or kMaxToolCalls was hit
+  std::uint64_t bad_events = 0; // events whose data was not JSON we could read
+  std::string reasoning;
+  std::vector<ToolCallDelta> tool_calls;  // ordered by index
+  std::string finish_reason;
+  std::string usage_json;  // raw JSON of the last `usage` object seen; empty if none
+  std::string error_json;  // raw JSON of an `error` object (in a chunk or the body); empty if none
+  std::string model;
 
   // Percentile (0..100) of token_gaps_us in milliseconds; nullopt when there are no gaps.
   std::optional<double> gap_percentile_ms(double percentile) const;
@@ -99,16 +100,26 @@ struct ChatAnswer {
 struct ChunkShape {
   static constexpr std::size_t kMaxBytes = 4096;  // larger chunks are always read in full
   enum class Text : std::uint8_t { content, reasoning };
-  std::string head;  // up to and including the text's opening quote; empty: none known
-  std::string tail;  // from just after its closing quote to the end
+  // The head (up to and including the text's opening quote) and the tail (from just after
+  // its closing quote to the end), one after the other: one buffer, its lines adjacent.
+  std::string head_and_tail;
+  std::uint32_t head_bytes = 0;  // 0: no shape known
   Text target = Text::content;
+
+  std::string_view head() const { return std::string_view(head_and_tail).substr(0, head_bytes); }
+  std::string_view tail() const { return std::string_view(head_and_tail).substr(head_bytes); }
+  void learn(std::string_view head, std::string_view tail, Text text) {
+    head_and_tail.assign(head).append(tail);
+    head_bytes = static_cast<std::uint32_t>(head.size());
+    target = text;
+  }
   void forget() {
-    head.clear();
-    tail.clear();
+    head_and_tail.clear();
+    head_bytes = 0;
   }
 };
 
-class ChatStreamAssembler : public SseHandler {
+class alignas(64) ChatStreamAssembler : public SseHandler {
  public:
   void on_sse_event(const SseEvent& event) override;
   const ChatAnswer& answer() const { return answer_; }
@@ -116,9 +127,9 @@ class ChatStreamAssembler : public SseHandler {
   void reset();
 
  private:
+  ChunkShape shape_;      // first: read for every event, beside the answer's counters
   ChatAnswer answer_;
   std::string scratch_;  // padded copy of event data for simdjson, reused
-  ChunkShape shape_;
 };
 
 // Parses a complete non-streamed chat.completion (or error) body into `out`.

@@ -33,7 +33,7 @@ class SseHandler {
   virtual void on_sse_event(const SseEvent& event) = 0;
 };
 
-class SseDecoder {
+class alignas(64) SseDecoder {
  public:
   static constexpr std::size_t kMaxEventBytes = 4 * 1024 * 1024;
 
@@ -63,17 +63,20 @@ class SseDecoder {
   void dispatch(timestamp_us ts, SseHandler& handler);
   void start_next_event();
 
-  std::string line_;        // carry for a line split across fragments
-  std::string data_;        // current event's data
-  std::string type_;        // current event's `event:` value
-  std::string id_;          // last event id
+  // First, in one cache line, what a whole event's fast path reads (a stream's decoder is
+  // revisited once per event, among hundreds of other streams').
   bool have_data_ = false;
   bool oversized_ = false;  // current event exceeded kMaxEventBytes: drop at dispatch
   bool after_cr_ = false;   // last fragment ended in '\r': a leading '\n' is part of CRLF
   bool bom_checked_ = false;
   bool skipping_to_line_end_ = false;  // after a gap
   bool just_after_gap_ = false;        // the next feed() is the first after a gap
+  bool has_type_or_id_ = false;        // type_ or id_ is not empty
   std::uint64_t events_ = 0;
+  std::string line_;        // carry for a line split across fragments
+  std::string data_;        // current event's data
+  std::string type_;        // current event's `event:` value
+  std::string id_;          // last event id
   std::uint64_t comments_ = 0;
   std::uint64_t oversized_events_ = 0;
   std::uint64_t discarded_tail_bytes_ = 0;
