@@ -61,6 +61,13 @@ bool starts_with_icase(std::string_view text, std::string_view prefix) {
   return text.size() >= prefix.size() && iequals(text.substr(0, prefix.size()), prefix);
 }
 
+int hex_digit_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
 bool is_method_char(char c) { return (c >= 'A' && c <= 'Z') || c == '-' || c == '_'; }
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
@@ -132,6 +139,8 @@ void HttpSession::reset_parser(Direction& d) {
   llhttp_set_lenient_keep_alive(&d.parser, 1);
   d.in_message = false;
   d.in_known_length_body = false;
+  d.chunk_complete_last = false;
+  d.at_chunk_boundary = false;
   d.header_field_open = false;
   d.header_bytes = 0;
   d.current = nullptr;
@@ -174,13 +183,50 @@ void HttpSession::data(Direction& d, timestamp_us ts, std::string_view bytes) {
       d.resyncing = false;
       reset_parser(d);
     }
+    if (d.at_chunk_boundary) {
+      bytes = take_whole_chunks(d, bytes);
+      if (bytes.empty()) break;
+    }
     bytes = execute(d, bytes);
   }
   if (!d.is_request) drain_pending_request_bytes();
 }
 
+// A streamed response is one chunk per segment (uvicorn writes each SSE event as a chunk),
+// and between chunks llhttp's state is always the same: expecting the next size line, no
+// length left. A segment of whole chunks therefore leaves it as it found it, and the chunks
+// are taken here — what llhttp would report is their data, which goes where on_body sends
+// it. Anything else (a size line with extensions or spaces, the last chunk, a chunk cut by
+// the segment's end, a malformed one) is left to llhttp from that byte on.
+std::string_view HttpSession::take_whole_chunks(Direction& d, std::string_view bytes) {
+  constexpr std::size_t kMaxSizeDigits = 8;  // llhttp's limit is higher; longer ones go to it
+  for (;;) {
+    std::uint64_t size = 0;
+    std::size_t digits = 0;
+    for (; digits < bytes.size() && digits <= kMaxSizeDigits; ++digits) {
+      const int value = hex_digit_value(bytes[digits]);
+      if (value < 0) break;
+      size = size * 16 + static_cast<std::uint64_t>(value);
+    }
+    if (digits == 0 || digits > kMaxSizeDigits || size == 0) return bytes;
+    const std::size_t data_at = digits + 2;
+    if (bytes.size() < data_at + size + 2 || bytes.substr(digits, 2) != "\r\n" ||
+        bytes.substr(data_at + size, 2) != "\r\n") {
+      return bytes;
+    }
+    take_body(d, bytes.substr(data_at, size));
+    ++chunks_taken_whole_;
+    bytes.remove_prefix(data_at + size + 2);
+    if (bytes.empty()) return bytes;  // still at a boundary
+  }
+}
+
 std::string_view HttpSession::execute(Direction& d, std::string_view bytes) {
   llhttp_errno_t error = llhttp_execute(&d.parser, bytes.data(), bytes.size());
+  // Between chunks only when the last chunk event was a chunk's end and nothing followed
+  // it: after on_chunk_complete llhttp consumes nothing without a callback but a partial
+  // size line, which never ends in CRLF.
+  d.at_chunk_boundary = error == HPE_OK && d.chunk_complete_last && bytes.ends_with("\r\n");
   if (error == HPE_OK) return {};
   const char* pos = llhttp_get_error_pos(&d.parser);
   std::size_t consumed = pos ? static_cast<std::size_t>(pos - bytes.data()) : bytes.size();
@@ -261,6 +307,7 @@ void HttpSession::handle_upgrade(Direction& d, std::string_view rest) {
 
 void HttpSession::gap(Direction& d, timestamp_us ts, std::uint64_t bytes) {
   now_ = ts;
+  d.at_chunk_boundary = false;  // the lost bytes may hold anything: the parser decides again
   if (d.tunnel) return;
   if (d.awaiting_upgrade_verdict) {
     d.held.clear();
@@ -538,6 +585,7 @@ void HttpSession::finish_front_if_done() {
 int HttpSession::on_message_begin(llhttp_t* parser) {
   Direction& d = direction_of(parser);
   d.in_message = true;
+  d.chunk_complete_last = false;
   d.headers_done = false;
   d.header_field_open = false;
   d.header_bytes = 0;
@@ -660,33 +708,39 @@ int HttpSession::on_headers_complete(llhttp_t* parser) {
 }
 
 int HttpSession::on_body(llhttp_t* parser, const char* at, std::size_t length) {
-  Direction& d = direction_of(parser);
+  take_body(direction_of(parser), std::string_view(at, length));
+  return 0;
+}
+
+void HttpSession::take_body(Direction& d, std::string_view bytes) {
   Exchange* ex = d.current;
-  if (ex == nullptr || d.feeding_filler) return 0;
-  std::string_view bytes(at, length);
+  if (ex == nullptr || d.feeding_filler) return;
   if (d.is_request) {
     ex->request.body.append(bytes, request_body_cap(*ex));
-    return 0;
+    return;
   }
   ex->response.body.append(bytes, response_body_cap(*ex));
   if (stream_owner_ == ex) stream_->sse.feed(now_, bytes, stream_->assembler);
-  return 0;
 }
 
 int HttpSession::on_chunk_header(llhttp_t* parser) {
   Direction& d = direction_of(parser);
   d.in_known_length_body = parser->content_length > 0;
+  d.chunk_complete_last = false;
   return 0;
 }
 
 int HttpSession::on_chunk_complete(llhttp_t* parser) {
-  direction_of(parser).in_known_length_body = false;
+  Direction& d = direction_of(parser);
+  d.in_known_length_body = false;
+  d.chunk_complete_last = true;
   return 0;
 }
 
 int HttpSession::on_message_complete(llhttp_t* parser) {
   Direction& d = direction_of(parser);
   Exchange* ex = d.current;
+  d.chunk_complete_last = false;
   d.in_message = false;
   d.in_known_length_body = false;
   d.in_eof_body = false;

@@ -1,6 +1,9 @@
 // The HTTP session on hand-fed stream bytes: pairing, bodies, SSE, resync, closes.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cstdio>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -307,4 +310,146 @@ TEST_CASE("body caps count what they do not keep", "[http]") {
   CHECK(f.sink.requests[0].request.body.bytes == "0123");
   CHECK(f.sink.requests[0].request.body.total == 10);
   CHECK(f.sink.requests[0].request.body.truncated);
+}
+
+// Whole chunks at a chunk boundary are taken without llhttp (HttpSession::take_whole_chunks).
+// Whatever the segmentation, the exchanges must come out as llhttp alone makes them: the
+// reference feeds the same bytes one at a time, which never holds a whole chunk.
+namespace {
+
+struct Outcome {
+  ExchangeState state;
+  std::string content;
+  std::uint64_t events;
+  std::string body;
+  std::uint64_t body_total;
+  bool done;
+};
+
+std::vector<Outcome> run_segments(const std::string& response, const std::vector<std::size_t>& cuts,
+                                  std::uint64_t* chunks_taken_whole = nullptr) {
+  Fixture f;
+  f.limits.max_stream_body_bytes = 1 << 20;  // keep the raw body too: it must match byte for byte
+  f.client(post("/v1/chat/completions", R"({"stream":true})") + post("/v1/chat/completions", R"({"stream":true})"));
+  std::size_t at = 0;
+  for (std::size_t cut : cuts) {
+    f.server(std::string_view(response).substr(at, cut - at));
+    at = cut;
+  }
+  f.server(std::string_view(response).substr(at));
+  f.session.close_all(f.ts, ExchangeState::capture_stopped, "end of test");
+  if (chunks_taken_whole != nullptr) *chunks_taken_whole = f.session.chunks_taken_whole();
+  std::vector<Outcome> out;
+  for (const Exchange& ex : f.sink.ended) {
+    out.push_back({ex.state, ex.answer.content, ex.answer.events, ex.response.body.bytes, ex.response.body.total,
+                   ex.answer.done});
+  }
+  return out;
+}
+
+void check_same(const std::vector<Outcome>& got, const std::vector<Outcome>& want) {
+  REQUIRE(got.size() == want.size());
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    INFO("exchange " << i);
+    CHECK(got[i].state == want[i].state);
+    CHECK(got[i].content == want[i].content);
+    CHECK(got[i].events == want[i].events);
+    CHECK(got[i].body == want[i].body);
+    CHECK(got[i].body_total == want[i].body_total);
+    CHECK(got[i].done == want[i].done);
+  }
+}
+
+std::vector<std::size_t> every_byte(const std::string& s) {
+  std::vector<std::size_t> cuts;
+  for (std::size_t i = 1; i < s.size(); ++i) cuts.push_back(i);
+  return cuts;
+}
+
+}  // namespace
+
+TEST_CASE("whole chunks taken at a boundary give what llhttp gives, however the bytes are cut", "[http]") {
+  // Size lines as servers write them and as they may: lower and upper case, leading zeros,
+  // more digits than the fast path reads, an extension; then the last chunk, and a second
+  // streamed response on the same connection.
+  std::vector<std::string> chunks = {chunk(sse_event("one")), chunk(sse_event("two"))};
+  // CRLF-ended events, sized 0x18 so that its size line cut after the "1" leaves "8\r\n"
+  // followed, 8 bytes on, by a CRLF: a fast path that took the cut line for a fresh one
+  // would find a well-formed chunk there, and take the wrong bytes.
+  chunks.insert(chunks.begin() + 1, chunk("data: ab\r\n\r\ndata: cd\r\n\r\n"));
+  REQUIRE(chunks[1].starts_with("18\r\n"));
+  const std::string three = sse_event("three");
+  char upper[16];
+  std::snprintf(upper, sizeof upper, "%zX\r\n", three.size());
+  chunks.push_back(upper + three + "\r\n");
+  const std::string four = sse_event("four");
+  chunks.push_back("000" + chunk(four));
+  const std::string five = sse_event("five");
+  chunks.push_back("0000000000" + chunk(five));  // 12 digits: llhttp's to read
+  const std::string six = sse_event("six");
+  char extended[32];
+  std::snprintf(extended, sizeof extended, "%zx;ext=1\r\n", six.size());
+  chunks.push_back(extended + six + "\r\n");
+  chunks.push_back(chunk("data: [DONE]\n\n"));
+  chunks.push_back("0\r\n\r\n");
+  const std::string first = kSseHead + [&] {
+    std::string all;
+    for (const std::string& c : chunks) all += c;
+    return all;
+  }();
+  const std::string second = kSseHead + chunk(sse_event("again")) + chunk(sse_event(" and again")) + "0\r\n\r\n";
+  const std::string response = first + second;
+  std::uint64_t fast = 1;
+  const std::vector<Outcome> reference = run_segments(response, every_byte(response), &fast);
+  CHECK(fast == 0);  // one byte at a time never holds a whole chunk
+  REQUIRE(reference.size() == 2);
+  REQUIRE(reference[0].content == "onetwothreefourfivesix");
+  REQUIRE(reference[0].events == 9);  // ab and cd are events too (not JSON: no text), and [DONE]
+  REQUIRE(reference[0].state == ExchangeState::complete);
+  REQUIRE(reference[1].content == "again and again");
+
+  SECTION("one chunk per segment, as uvicorn sends them") {
+    std::vector<std::size_t> cuts{kSseHead.size()};
+    for (const std::string& c : chunks) cuts.push_back(cuts.back() + c.size());
+    cuts.push_back(first.size() + kSseHead.size());
+    std::uint64_t fast = 0;
+    check_same(run_segments(response, cuts, &fast), reference);
+    // The CRLF one, two, THREE, 000four and [DONE]. Left to llhttp: the first (no chunk
+    // has ended yet), the 12-digit and the extended size lines, the last chunk, and the
+    // second response (one segment, all parsed by one llhttp call).
+    CHECK(fast == 5);
+  }
+  SECTION("many chunks per segment, the last chunk and the next response's head with them") {
+    check_same(run_segments(response, {kSseHead.size(), first.size() + kSseHead.size() + 10}), reference);
+  }
+  SECTION("segments ending inside a size line, at its CR, inside the data, before the final CRLF") {
+    const std::size_t second_chunk = kSseHead.size() + chunks[0].size();
+    for (std::size_t offset : {std::size_t{1}, std::size_t{2}, std::size_t{3}, std::size_t{10}, chunks[1].size() - 1,
+                               chunks[1].size() + 1}) {
+      INFO("cut " << offset << " bytes into the second chunk");
+      check_same(run_segments(response, {second_chunk, second_chunk + offset}), reference);
+    }
+  }
+  SECTION("random cuts") {
+    std::mt19937 random(11);
+    for (int round = 0; round < 200; ++round) {
+      std::vector<std::size_t> cuts;
+      std::uniform_int_distribution<std::size_t> at(1, response.size() - 1);
+      for (int i = 0; i < 12; ++i) cuts.push_back(at(random));
+      std::sort(cuts.begin(), cuts.end());
+      cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
+      INFO("round " << round);
+      check_same(run_segments(response, cuts), reference);
+    }
+  }
+  SECTION("a chunk whose data is not followed by CRLF: whatever llhttp makes of it") {
+    // llhttp, built without its strict mode, skips the two bytes after a chunk's data
+    // unchecked; the fast path insists on CRLF and leaves such a chunk to llhttp.
+    const std::string broken = kSseHead + chunks[0] + "5\r\nhelloXX" + chunks[1] + "0\r\n\r\n";
+    const std::vector<Outcome> want = run_segments(broken, every_byte(broken));
+    REQUIRE(want.size() == 2);
+    CHECK(want[0].content == "one");  // "hello" runs into the next event's line: that event is lost
+    check_same(run_segments(broken, {kSseHead.size(), kSseHead.size() + chunks[0].size()}), want);
+    check_same(run_segments(broken, {}), want);
+  }
 }

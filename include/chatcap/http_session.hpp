@@ -83,6 +83,8 @@ class HttpSession {
   void flag_open(Anomaly anomaly);
 
   std::size_t open_exchanges() const { return queue_.size(); }
+  // Chunks taken whole without the parser (see take_whole_chunks), for tests and benches.
+  std::uint64_t chunks_taken_whole() const { return chunks_taken_whole_; }
   bool finished() const { return client_closed_ && server_closed_ && queue_.empty(); }
 
   // llhttp callbacks (public so the C callback table can reach them).
@@ -116,6 +118,8 @@ class HttpSession {
     bool tunnel = false;          // CONNECT/Upgrade accepted: not HTTP any more
     bool awaiting_upgrade_verdict = false;  // request asked to upgrade; hold bytes until the answer
     bool header_field_open = false;     // last header callback was a field (name)
+    bool chunk_complete_last = false;   // of the chunk callbacks, on_chunk_complete came last
+    bool at_chunk_boundary = false;     // the parser stopped right after a whole chunk
     std::size_t header_bytes = 0;
     Exchange* current = nullptr;  // exchange this direction's message belongs to
     std::string resync_carry;     // a partial line that may be a message start
@@ -139,6 +143,10 @@ class HttpSession {
   void data(Direction& d, timestamp_us ts, std::string_view bytes);
   // Runs llhttp; returns the bytes left to scan after a parse error (empty otherwise).
   std::string_view execute(Direction& d, std::string_view bytes);
+  // At a chunk boundary, whole chunks ("HEX\r\n" data "\r\n") taken without the parser;
+  // returns the bytes after them.
+  std::string_view take_whole_chunks(Direction& d, std::string_view bytes);
+  void take_body(Direction& d, std::string_view bytes);
   void handle_parse_error(Direction& d, llhttp_errno_t error, std::string_view bytes, std::size_t error_at);
   void fill_request_line_from(Exchange& ex, std::string_view line);
   void handle_upgrade(Direction& d, std::string_view rest);
@@ -188,6 +196,7 @@ class HttpSession {
   bool client_closed_ = false;
   bool server_closed_ = false;
   std::string pending_request_bytes_;  // held upgrade bytes released by a refusal, fed after the response parser returns
+  std::uint64_t chunks_taken_whole_ = 0;
   Direction request_;
   Direction response_;
   Endpoint client_;
