@@ -210,10 +210,8 @@ std::string_view HttpSession::take_whole_chunks(Direction& d, std::string_view b
     }
     if (digits == 0 || digits > kMaxSizeDigits || size == 0) return bytes;
     const std::size_t data_at = digits + 2;
-    if (bytes.size() < data_at + size + 2 || bytes.substr(digits, 2) != "\r\n" ||
-        bytes.substr(data_at + size, 2) != "\r\n") {
-      return bytes;
-    }
+    auto crlf_at = [&bytes](std::size_t at) { return bytes[at] == '\r' && bytes[at + 1] == '\n'; };
+    if (bytes.size() < data_at + size + 2 || !crlf_at(digits) || !crlf_at(data_at + size)) return bytes;
     take_body(d, bytes.substr(data_at, size));
     ++chunks_taken_whole_;
     bytes.remove_prefix(data_at + size + 2);

@@ -27,31 +27,10 @@ constexpr std::array<std::uint8_t, 256> kNeedsEscape = [] {
 // True for a short string that is written as it is: ASCII with nothing to escape. Checked
 // eight bytes at a time in a register (header names and values, ids, methods: most strings
 // a record holds), which for a few dozen bytes costs less than the UTF-8 check and the
-// escaper. Each test below finds every byte it looks for (it may also flag a clean word,
-// which only sends the string the slow, exact way).
+// escaper. A clean word wrongly flagged only sends the string the slow, exact way.
 bool is_short_plain_ascii(std::string_view text) {
   constexpr std::size_t kShort = 64;
-  if (text.size() > kShort) return false;
-  constexpr std::uint64_t kOnes = 0x0101010101010101ull;
-  constexpr std::uint64_t kHigh = 0x8080808080808080ull;
-  auto has_zero_byte = [](std::uint64_t v) { return (v - kOnes) & ~v & kHigh; };
-  auto needs_care = [&](std::uint64_t w) {
-    return (w & kHigh) |                        // a byte from 0x80: UTF-8 to check
-           ((w - kOnes * 0x20) & ~w & kHigh) |  // a control character (the bytes are below 0x80 here)
-           has_zero_byte(w ^ (kOnes * '"')) | has_zero_byte(w ^ (kOnes * '\\'));
-  };
-  std::size_t i = 0;
-  for (; i + 8 <= text.size(); i += 8) {
-    std::uint64_t word;
-    std::memcpy(&word, text.data() + i, sizeof word);
-    if (needs_care(word) != 0) return false;
-  }
-  if (i < text.size()) {
-    std::uint64_t word = kOnes * ' ';  // the rest padded with plain bytes
-    std::memcpy(&word, text.data() + i, text.size() - i);
-    if (needs_care(word) != 0) return false;
-  }
-  return true;
+  return text.size() <= kShort && is_plain_json_ascii(text);
 }
 
 // Writes the escape for `c` at `dst` (room for 6 bytes); returns the new end.
@@ -129,6 +108,30 @@ std::size_t escaped_size(const char* p, std::size_t n) {
 }
 
 }  // namespace
+
+bool is_plain_json_ascii(std::string_view text) {
+  // Each test below finds every byte it looks for (it may also flag a clean word).
+  constexpr std::uint64_t kOnes = 0x0101010101010101ull;
+  constexpr std::uint64_t kHigh = 0x8080808080808080ull;
+  auto has_zero_byte = [](std::uint64_t v) { return (v - kOnes) & ~v & kHigh; };
+  auto needs_care = [&](std::uint64_t w) {
+    return (w & kHigh) |                        // a byte from 0x80: UTF-8 to check
+           ((w - kOnes * 0x20) & ~w & kHigh) |  // a control character (the bytes are below 0x80 here)
+           has_zero_byte(w ^ (kOnes * '"')) | has_zero_byte(w ^ (kOnes * '\\'));
+  };
+  std::size_t i = 0;
+  for (; i + 8 <= text.size(); i += 8) {
+    std::uint64_t word;
+    std::memcpy(&word, text.data() + i, sizeof word);
+    if (needs_care(word) != 0) return false;
+  }
+  if (i < text.size()) {
+    std::uint64_t word = kOnes * ' ';  // the rest padded with plain bytes
+    std::memcpy(&word, text.data() + i, text.size() - i);
+    if (needs_care(word) != 0) return false;
+  }
+  return true;
+}
 
 void JsonWriter::separate() {
   if (after_key_) {

@@ -10,6 +10,8 @@
 
 #include <simdjson.h>
 
+#include "chatcap/json_writer.hpp"
+
 // Everything here reads JSON with simdjson's on-demand API and its error codes: no DOM, no
 // exceptions on bad input. On-demand reads forward only and checks what it reads, not what
 // it skips; where a value is copied out verbatim for a record (structured-output fields of a
@@ -929,6 +931,10 @@ bool read_string_token(std::string_view token, std::string& padded, std::string_
 bool plain_string_text(std::string_view token, std::string_view& text) {
   if (token.size() < 2 || token.front() != '"' || token.back() != '"') return false;
   const std::string_view inner = token.substr(1, token.size() - 2);
+  if (is_plain_json_ascii(inner)) {  // most tokens: eight bytes a step
+    text = inner;
+    return true;
+  }
   bool ascii = true;
   for (const char c : inner) {
     const auto byte = static_cast<unsigned char>(c);

@@ -2,6 +2,10 @@
 
 #include <cstring>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace chatcap {
 namespace {
 
@@ -21,15 +25,24 @@ void release_if_large(std::string& buffer) {
   if (buffer.capacity() > kKeptCapacityBytes) std::string().swap(buffer);
 }
 
-// Index of the first '\r' or '\n' in bytes, or npos. Two memchr scans (vectorised by libc)
-// beat one byte loop testing both: this is the decoder's inner loop.
+// Index of the first '\r' or '\n' in bytes, or npos: the decoder's inner loop. One pass,
+// 16 bytes a step (an event is ~100-200 bytes; two memchr calls cost twice the setup).
 std::size_t find_line_end(std::string_view bytes) {
-  const char* begin = bytes.data();
-  const auto* lf = static_cast<const char*>(std::memchr(begin, '\n', bytes.size()));
-  const std::size_t cr_search = lf != nullptr ? static_cast<std::size_t>(lf - begin) : bytes.size();
-  const auto* cr = static_cast<const char*>(std::memchr(begin, '\r', cr_search));
-  if (cr != nullptr) return static_cast<std::size_t>(cr - begin);
-  if (lf != nullptr) return static_cast<std::size_t>(lf - begin);
+  const char* const p = bytes.data();
+  const std::size_t n = bytes.size();
+  std::size_t i = 0;
+#if defined(__SSE2__)
+  const __m128i lf = _mm_set1_epi8('\n');
+  const __m128i cr = _mm_set1_epi8('\r');
+  for (; i + 16 <= n; i += 16) {
+    const __m128i block = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
+    const int ends = _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(block, lf), _mm_cmpeq_epi8(block, cr)));
+    if (ends != 0) return i + static_cast<std::size_t>(__builtin_ctz(static_cast<unsigned>(ends)));
+  }
+#endif
+  for (; i < n; ++i) {
+    if (p[i] == '\n' || p[i] == '\r') return i;
+  }
   return std::string_view::npos;
 }
 

@@ -18,6 +18,11 @@
 
 namespace chatcap {
 
+// True when every byte of `text` is ASCII from 0x20 on and neither '"' nor '\\': the text
+// stands as a JSON string's content unescaped. Eight bytes at a step; it may answer false
+// for such text (callers then look byte by byte), never true for other text.
+bool is_plain_json_ascii(std::string_view text);
+
 class JsonWriter {
  public:
   explicit JsonWriter(std::string& out) : out_(out) {}
