@@ -103,9 +103,9 @@ class HttpSession {
 
  private:
   // One direction: its parser and what we know of where it stands. The parser and the
-  // flags and pointer every segment reads come first, in two cache lines; the buffers only
+  // flags and pointer every segment reads come first, within 128 bytes; the buffers only
   // resynchronisation and upgrades use, after them.
-  struct alignas(64) Direction {
+  struct Direction {
     llhttp_t parser{};
     bool is_request = true;
     bool resyncing = false;       // scanning for the next message start

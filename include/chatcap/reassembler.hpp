@@ -66,7 +66,7 @@ struct ReassemblerLimits {
   timestamp_us hole_timeout = 2 * kMicrosPerSecond;
 };
 
-class alignas(64) Reassembler {
+class Reassembler {
  public:
   explicit Reassembler(StreamSink& sink, ReassemblerLimits limits = {}) : sink_(&sink), limits_(limits) {}
   Reassembler(const Reassembler&) = delete;
@@ -113,8 +113,9 @@ class alignas(64) Reassembler {
   void maybe_close(timestamp_us ts);
   void close(timestamp_us ts, CloseKind kind);
 
-  // First, in the class's first cache line, all that an in-order segment (and an ACK from
-  // the peer) reads or writes: with hundreds of connections each is a miss per packet.
+  // First, within 64 bytes, all that an in-order segment (and an ACK from
+  // the peer) reads or writes: with hundreds of connections each line it spans is a miss
+  // per packet.
   StreamSink* sink_;
   std::uint64_t next_offset_ = 0;  // next byte the sink expects
   std::uint32_t base_seq_ = 0;     // sequence number of stream offset 0
