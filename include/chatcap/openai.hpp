@@ -59,8 +59,8 @@ struct ChatAnswer {
   static constexpr std::size_t kMaxGapSamples = 1 << 16;
   static constexpr std::size_t kMaxToolCalls = 256;  // distinct tool-call indexes kept
 
-  // First, what every streamed token event updates (two cache lines, not five: a stream's
-  // state is revisited once per event, among hundreds of other streams').
+  // First, what every streamed token event updates, together rather than spread over five
+  // cache lines (a stream's state is revisited once per event, among hundreds of others').
   std::string content;
   std::uint64_t events = 0;     // SSE events seen (including [DONE])
   std::uint64_t token_events = 0;  // events carrying content, reasoning or tool-call text
