@@ -9,6 +9,12 @@
 namespace chatcap {
 namespace {
 
+// "1.1": llhttp's version digits (each 0-9) as the record writes them, once per message.
+std::string http_version_text(unsigned major, unsigned minor) {
+  if (major > 9 || minor > 9) return fmt::format("{}.{}", major, minor);
+  return std::string{static_cast<char>('0' + major), '.', static_cast<char>('0' + minor)};
+}
+
 // Stand-in bytes fed to llhttp for a capture gap inside a body of known length, so the parser
 // stays in step. They are never stored: on_body drops them (Direction::feeding_filler).
 constexpr std::array<char, 16384> kFiller{};
@@ -644,7 +650,12 @@ int HttpSession::on_header_field(llhttp_t* parser, const char* at, std::size_t l
   if (d.current == nullptr) return 0;
   if (!within_header_limit(d, length)) return -1;
   auto& headers = d.is_request ? d.current->request.headers : d.current->response.headers;
-  if (!d.header_field_open) headers.emplace_back();
+  if (!d.header_field_open) {
+    // Room for a typical message's headers at once (clients send 5-11, servers 4-6) rather
+    // than growing 1, 2, 4, 8: each regrowth is an allocation and a move of every header.
+    if (headers.capacity() == 0) headers.reserve(8);
+    headers.emplace_back();
+  }
   headers.back().name.append(at, length);
   d.header_field_open = true;
   return 0;
@@ -666,7 +677,7 @@ int HttpSession::on_headers_complete(llhttp_t* parser) {
   Exchange* ex = d.current;
   d.headers_done = true;
   if (ex == nullptr) return 0;
-  std::string version = fmt::format("{}.{}", parser->http_major, parser->http_minor);
+  std::string version = http_version_text(parser->http_major, parser->http_minor);
   if (d.is_request) {
     ex->request.method = llhttp_method_name(static_cast<llhttp_method_t>(parser->method));
     ex->request.version = std::move(version);

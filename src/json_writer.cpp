@@ -1,5 +1,6 @@
 #include "chatcap/json_writer.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
@@ -119,15 +120,27 @@ bool is_plain_json_ascii(std::string_view text) {
            ((w - kOnes * 0x20) & ~w & kHigh) |  // a control character (the bytes are below 0x80 here)
            has_zero_byte(w ^ (kOnes * '"')) | has_zero_byte(w ^ (kOnes * '\\'));
   };
+  const char* const p = text.data();
+  const std::size_t n = text.size();
+  if (n < 8) {
+    // Most token texts: one word, the missing bytes plain spaces, assembled without a
+    // library call (a memcpy of a variable size is one).
+    std::uint64_t word = kOnes * ' ';
+    for (std::size_t k = 0; k < n; ++k) {
+      const unsigned shift = static_cast<unsigned>(8 * k);
+      word = (word & ~(std::uint64_t{0xFF} << shift)) | (std::uint64_t{static_cast<unsigned char>(p[k])} << shift);
+    }
+    return needs_care(word) == 0;
+  }
   std::size_t i = 0;
-  for (; i + 8 <= text.size(); i += 8) {
+  for (; i + 8 <= n; i += 8) {
     std::uint64_t word;
-    std::memcpy(&word, text.data() + i, sizeof word);
+    std::memcpy(&word, p + i, sizeof word);
     if (needs_care(word) != 0) return false;
   }
-  if (i < text.size()) {
-    std::uint64_t word = kOnes * ' ';  // the rest padded with plain bytes
-    std::memcpy(&word, text.data() + i, text.size() - i);
+  if (i < n) {  // the last eight bytes, overlapping some already found plain
+    std::uint64_t word;
+    std::memcpy(&word, p + n - 8, sizeof word);
     if (needs_care(word) != 0) return false;
   }
   return true;
@@ -298,6 +311,30 @@ JsonWriter& JsonWriter::number(double value) {
   } else {
     fmt::format_to(std::back_inserter(out_), "{}", value);
   }
+  return *this;
+}
+
+JsonWriter& JsonWriter::millis(std::int64_t micros) {
+  // Below 10^15 µs the decimal micros/1000 has at most 15 significant digits, so it is the
+  // shortest text that reads back as the double micros / 1000.0, which is what fmt writes
+  // for it (fixed notation: the exponent is below 16). Beyond that, fmt's own way.
+  constexpr std::int64_t kExactBelow = 1'000'000'000'000'000;
+  if (micros <= -kExactBelow || micros >= kExactBelow) return number(static_cast<double>(micros) / 1000.0);
+  separate();
+  char text[24];
+  char* end = text;
+  if (micros < 0) *end++ = '-';
+  const auto magnitude = static_cast<std::uint64_t>(micros < 0 ? -micros : micros);
+  const fmt::format_int whole(magnitude / 1000);
+  end = std::copy_n(whole.data(), whole.size(), end);
+  if (unsigned thousandths = static_cast<unsigned>(magnitude % 1000); thousandths != 0) {
+    *end++ = '.';
+    for (unsigned unit = 100; thousandths != 0; unit /= 10) {  // trailing zeros are not written
+      *end++ = static_cast<char>('0' + thousandths / unit);
+      thousandths %= unit;
+    }
+  }
+  out_.append(text, static_cast<std::size_t>(end - text));
   return *this;
 }
 

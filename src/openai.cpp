@@ -1108,16 +1108,16 @@ std::optional<double> ChatAnswer::gap_percentile_ms(double percentile) const {
   return as_ms(select_rank(sorted.begin(), sorted.end(), nearest_rank(percentile, sorted.size())));
 }
 
-ChatAnswer::GapMedianP99 ChatAnswer::gap_p50_p99_ms() const {
+ChatAnswer::GapMedianP99 ChatAnswer::gap_p50_p99_us() const {
   if (token_gaps_us.empty()) return {};
   std::vector<std::uint32_t>& sorted = sorted_scratch(token_gaps_us);
   const std::size_t rank50 = nearest_rank(50.0, sorted.size());
   const std::size_t rank99 = nearest_rank(99.0, sorted.size());  // >= rank50
   GapMedianP99 result;
-  result.p50 = as_ms(select_rank(sorted.begin(), sorted.end(), rank50));
+  result.p50_us = select_rank(sorted.begin(), sorted.end(), rank50);
   // The p99 sample is at or after the median's position, among samples no smaller.
   const auto median_at = sorted.begin() + static_cast<std::ptrdiff_t>(rank50 - 1);
-  result.p99 = as_ms(select_rank(median_at, sorted.end(), rank99 - rank50 + 1));
+  result.p99_us = select_rank(median_at, sorted.end(), rank99 - rank50 + 1);
   return result;
 }
 

@@ -181,7 +181,7 @@ void put_ms(JsonWriter& w, std::string_view name, timestamp_us from, timestamp_u
   if (from == 0 || to == 0) {
     w.null();
   } else {
-    w.number(millis_between(from, to));
+    w.millis(to - from);
   }
 }
 
@@ -193,10 +193,10 @@ void put_timing(JsonWriter& w, const Exchange& ex) {
   put_ms(w, "ttfb_ms", origin, t.response_start);
   put_ms(w, "ttft_ms", origin, ex.answer.first_token_ts);
   put_ms(w, "duration_ms", t.request_start, t.response_end);
-  const ChatAnswer::GapMedianP99 gaps = ex.answer.gap_p50_p99_ms();
-  for (auto [name, value] : {std::pair{"itl_ms_p50", gaps.p50}, std::pair{"itl_ms_p99", gaps.p99}}) {
+  const ChatAnswer::GapMedianP99 gaps = ex.answer.gap_p50_p99_us();
+  for (auto [name, value] : {std::pair{"itl_ms_p50", gaps.p50_us}, std::pair{"itl_ms_p99", gaps.p99_us}}) {
     w.key(name);
-    value ? w.number(*value) : w.null();
+    value ? w.millis(*value) : w.null();
   }
   w.end_object();
 }
@@ -205,9 +205,9 @@ void put_common(JsonWriter& w, std::string_view type, const Exchange& ex, timest
   w.field("type", type)
       .field("id", ex.id)
       .field("seq", ex.seq)
-      .field("ts", format_timestamp(ts))
-      .field("client", ex.client.to_string())
-      .field("server", ex.server.to_string())
+      .field("ts", timestamp_text(ts).view())
+      .field("client", ex.client.text().view())
+      .field("server", ex.server.text().view())
       .field("method", ex.request.method)
       .field("target", ex.request.target);
 }

@@ -60,11 +60,15 @@ ServerWatch::ServerWatch(ExchangeSink& next, ServerDownSink& downs, ServerWatchC
 ServerWatch::~ServerWatch() = default;
 
 ServerWatch::ServerState& ServerWatch::state_of(const Endpoint& server) {
-  auto& slot = servers_[server.to_string()];
+  // Twice per exchange, nearly always for the same server as the last call: that one is
+  // remembered, so the map (and the text of its key) is only consulted when the server changes.
+  if (last_state_ != nullptr && last_state_->server == server) return *last_state_;
+  auto& slot = servers_[std::string(server.text().view())];
   if (!slot) {
     slot = std::make_unique<ServerState>();
     slot->server = server;
   }
+  last_state_ = slot.get();
   return *slot;
 }
 

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <ctime>
 
 #include <fmt/format.h>
@@ -39,38 +40,43 @@ std::string IpAddress::to_string() const {
 
 namespace {
 
-void append_decimal(std::string& out, unsigned value) {
+template <std::size_t Capacity>
+void append_decimal(FixedText<Capacity>& out, unsigned value) {
   char digits[10];
   int n = 0;
   do {
     digits[n++] = static_cast<char>('0' + value % 10);
     value /= 10;
   } while (value != 0);
-  while (n > 0) out += digits[--n];
+  while (n > 0) out.push_back(digits[--n]);
 }
 
 }  // namespace
 
-std::string Endpoint::to_string() const {
-  // Written for every record: no printf (inet_ntop's IPv4 path) and no format parsing.
-  std::string out;
+Endpoint::Text Endpoint::text() const {
+  // Written twice for every record: no printf (inet_ntop's IPv4 path), no format parsing,
+  // no allocation.
+  Text out;
   if (address.family == 6) {
-    out += '[';
-    out += address.to_string();
-    out += "]:";
+    char buf[INET6_ADDRSTRLEN] = {};
+    inet_ntop(AF_INET6, address.bytes.data(), buf, sizeof buf);
+    out.push_back('[');
+    out.append(buf);
+    out.append("]:");
   } else {
-    out.reserve(21);
     for (int i = 0; i < 4; ++i) {
-      if (i > 0) out += '.';
+      if (i > 0) out.push_back('.');
       append_decimal(out, address.bytes[static_cast<std::size_t>(i)]);
     }
-    out += ':';
+    out.push_back(':');
   }
   append_decimal(out, port);
   return out;
 }
 
-std::string format_timestamp(timestamp_us ts) {
+std::string Endpoint::to_string() const { return std::string(text().view()); }
+
+TimestampText timestamp_text(timestamp_us ts) {
   std::time_t seconds = static_cast<std::time_t>(ts / kMicrosPerSecond);
   long micros = static_cast<long>(ts % kMicrosPerSecond);
   if (micros < 0) {
@@ -79,20 +85,25 @@ std::string format_timestamp(timestamp_us ts) {
   }
   // Records of one second share "2026-11-24T15:21:53": compute it once per second.
   thread_local std::time_t cached_second = -1;
-  thread_local std::string cached_prefix;
+  thread_local TimestampText cached_prefix;
   if (seconds != cached_second) {
     std::tm utc{};
     gmtime_r(&seconds, &utc);
-    cached_prefix = fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.", utc.tm_year + 1900, utc.tm_mon + 1,
-                                utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec);
+    // Years beyond 9999 (a corrupt timestamp) are cut to fit, never written past the end.
+    const auto written = fmt::format_to_n(cached_prefix.bytes.data(), cached_prefix.bytes.size() - 8,
+                                          "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.", utc.tm_year + 1900,
+                                          utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec);
+    cached_prefix.size = std::min(written.size, cached_prefix.bytes.size() - 8);
     cached_second = seconds;
   }
-  std::string out = cached_prefix;
-  char fraction[7] = "000000";
+  TimestampText out = cached_prefix;
+  char fraction[6];
   for (int i = 5; i >= 0; --i, micros /= 10) fraction[i] = static_cast<char>('0' + micros % 10);
-  out.append(fraction, 6);
-  out += 'Z';
+  out.append(std::string_view(fraction, 6));
+  out.push_back('Z');
   return out;
 }
+
+std::string format_timestamp(timestamp_us ts) { return std::string(timestamp_text(ts).view()); }
 
 }  // namespace chatcap

@@ -135,8 +135,8 @@ TEST_CASE("openai: percentiles over known gaps", "[openai]") {
 // The record's pair (one copy, the p99 selected among the samples above the median) agrees
 // with a full sort, whatever the count and however many samples are equal.
 TEST_CASE("openai: median and p99 together agree with a sorted copy", "[openai]") {
-  CHECK_FALSE(ChatAnswer{}.gap_p50_p99_ms().p50.has_value());
-  CHECK_FALSE(ChatAnswer{}.gap_p50_p99_ms().p99.has_value());
+  CHECK_FALSE(ChatAnswer{}.gap_p50_p99_us().p50_us.has_value());
+  CHECK_FALSE(ChatAnswer{}.gap_p50_p99_us().p99_us.has_value());
   std::mt19937 random(7);
   for (std::size_t samples = 1; samples <= 400; ++samples) {
     for (std::uint32_t spread : {3u, 1000u}) {  // many equal samples, then few
@@ -145,19 +145,19 @@ TEST_CASE("openai: median and p99 together agree with a sorted copy", "[openai]"
       for (std::size_t i = 0; i < samples; ++i) answer.token_gaps_us.push_back(gap(random) * 1000);
       std::vector<std::uint32_t> sorted = answer.token_gaps_us;
       std::sort(sorted.begin(), sorted.end());
-      auto nearest_rank_ms = [&](double percentile) {
+      auto nearest_rank_us = [&](double percentile) {
         auto rank = static_cast<std::size_t>(std::ceil(percentile / 100.0 * static_cast<double>(samples)));
-        return sorted[std::max<std::size_t>(rank, 1) - 1] / 1000.0;
+        return sorted[std::max<std::size_t>(rank, 1) - 1];
       };
       const std::vector<std::uint32_t> before = answer.token_gaps_us;
-      const ChatAnswer::GapMedianP99 both = answer.gap_p50_p99_ms();
+      const ChatAnswer::GapMedianP99 both = answer.gap_p50_p99_us();
       INFO(samples << " samples up to " << spread << " ms");
-      REQUIRE(both.p50.has_value());
-      REQUIRE(both.p99.has_value());
-      CHECK(*both.p50 == nearest_rank_ms(50));
-      CHECK(*both.p99 == nearest_rank_ms(99));
-      CHECK(*both.p50 == answer.gap_percentile_ms(50));
-      CHECK(*both.p99 == answer.gap_percentile_ms(99));
+      REQUIRE(both.p50_us.has_value());
+      REQUIRE(both.p99_us.has_value());
+      CHECK(*both.p50_us == nearest_rank_us(50));
+      CHECK(*both.p99_us == nearest_rank_us(99));
+      CHECK(*both.p50_us / 1000.0 == answer.gap_percentile_ms(50));
+      CHECK(*both.p99_us / 1000.0 == answer.gap_percentile_ms(99));
       CHECK(answer.token_gaps_us == before);
     }
   }

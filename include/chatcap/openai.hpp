@@ -83,12 +83,13 @@ struct ChatAnswer {
   // Percentile (0..100) of token_gaps_us in milliseconds; nullopt when there are no gaps.
   std::optional<double> gap_percentile_ms(double percentile) const;
   // The median and 99th percentile together (each record has both): one copy of the
-  // samples, and the second selection runs over the upper half only.
+  // samples, and the second selection runs over the upper half only. In microseconds, as
+  // sampled (the record writes them as milliseconds, JsonWriter::millis).
   struct GapMedianP99 {
-    std::optional<double> p50;
-    std::optional<double> p99;
+    std::optional<std::uint32_t> p50_us;
+    std::optional<std::uint32_t> p99_us;
   };
-  GapMedianP99 gap_p50_p99_ms() const;
+  GapMedianP99 gap_p50_p99_us() const;
   void clear();
 };
 

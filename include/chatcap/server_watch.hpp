@@ -113,7 +113,8 @@ class ServerWatch : public ExchangeSink, public ConnectionObserver {
   ExchangeSink& next_;
   ServerDownSink& downs_;
   ServerWatchConfig config_;
-  std::map<std::string, std::unique_ptr<ServerState>> servers_;  // by "addr:port"
+  std::map<std::string, std::unique_ptr<ServerState>> servers_;  // by "addr:port"; never erased
+  ServerState* last_state_ = nullptr;                             // the last state_of()'s answer
   std::uint64_t deaths_ = 0;
 };
 

@@ -46,6 +46,20 @@ struct IpAddress {
   static bool parse(std::string_view text, IpAddress& out);
 };
 
+// Short text built in place, for the fields every record writes: no heap allocation.
+template <std::size_t Capacity>
+struct FixedText {
+  std::array<char, Capacity> bytes{};
+  std::size_t size = 0;
+
+  std::string_view view() const { return std::string_view(bytes.data(), size); }
+  void append(std::string_view text) {
+    std::memcpy(bytes.data() + size, text.data(), text.size());
+    size += text.size();
+  }
+  void push_back(char c) { bytes[size++] = c; }
+};
+
 struct Endpoint {
   IpAddress address;
   std::uint16_t port = 0;
@@ -53,13 +67,14 @@ struct Endpoint {
   friend bool operator==(const Endpoint&, const Endpoint&) = default;
   // "127.0.0.1:8077" or "[::1]:8077".
   std::string to_string() const;
+  // The same text, without an allocation (two per record).
+  using Text = FixedText<56>;  // "[" + the longest IPv6 text (45) + "]:" + 5 digits
+  Text text() const;
 };
 
 // "2026-11-24T15:21:53.758382Z" (RFC 3339, UTC, microseconds).
 std::string format_timestamp(timestamp_us ts);
-// Milliseconds between two packet times, as a double for timing fields.
-inline double millis_between(timestamp_us from, timestamp_us to) {
-  return static_cast<double>(to - from) / 1000.0;
-}
+using TimestampText = FixedText<32>;
+TimestampText timestamp_text(timestamp_us ts);  // the same, without an allocation
 
 }  // namespace chatcap
