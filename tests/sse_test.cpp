@@ -309,4 +309,23 @@ TEST_CASE("sse: finish counts the unterminated tail and starts afresh", "[sse]")
   CHECK(decoder.discarded_tail_bytes() == 0);
 }
 
+// The line-end search looks at 32 bytes a step and ends with a 16-byte step that overlaps
+// bytes already searched: a line end at any offset, after a first line of any length, must
+// be the one found, and one the overlap saw earlier must not count twice.
+TEST_CASE("sse: the first line end is found at every offset, whatever ends it", "[sse]") {
+  for (std::size_t first = 0; first <= 80; ++first) {
+    for (std::size_t second = 0; second <= 40; second += 7) {
+      for (std::string_view end : {"\n", "\r", "\r\n"}) {
+        const std::string a(first, 'a');
+        const std::string b(second, 'b');
+        const std::string stream = "data: " + a + std::string(end) + "data: " + b + "\n\n";
+        INFO("first line " << first << " bytes, second " << second << ", ends " << (end == "\n" ? "LF" : end == "\r" ? "CR" : "CRLF"));
+        REQUIRE(decode_whole(stream) == std::vector<CopiedEvent>{{1, "message", a + "\n" + b, ""}});
+      }
+      // One line, no end yet: nothing is dispatched, however long the line is.
+      CHECK(decode_whole("data: " + std::string(first, 'a')).empty());
+    }
+  }
+}
+
 }  // namespace chatcap
