@@ -70,7 +70,7 @@ bool starts_with_field_name(std::string_view bytes) {
 }  // namespace
 
 void SseDecoder::feed(timestamp_us ts, std::string_view bytes, SseHandler& handler) {
-  bytes = drop_bom(bytes);
+  if (!bom_checked_) bytes = drop_bom(bytes);  // only a stream's first bytes can hold one
   if (just_after_gap_) {
     // Servers write whole events (uvicorn: one per chunk), so bytes after a gap that open
     // with a field name most likely start a line: take it rather than drop a whole event.
