@@ -946,6 +946,51 @@ bool plain_string_text(std::string_view token, std::string_view& text) {
   return true;
 }
 
+// The character a two-character escape stands for (\" \\ \/ \b \f \n \r \t), or 0 for
+// \u (left to a parser: surrogates) and for what is no escape at all.
+char simple_escape(char c) {
+  switch (c) {
+    case '"': return '"';
+    case '\\': return '\\';
+    case '/': return '/';
+    case 'b': return '\b';
+    case 'f': return '\f';
+    case 'n': return '\n';
+    case 'r': return '\r';
+    case 't': return '\t';
+    default: return 0;
+  }
+}
+
+// A string literal whose escapes are all two-character ones: the quotes, backslashes,
+// newlines and tabs a model writes, unescaped into `buffer` (the text is valid until its
+// next use) without setting up a parse. False for \u escapes and for anything that is not
+// a valid literal: the parser decides those.
+bool simply_escaped_text(std::string_view token, std::string& buffer, std::string_view& text) {
+  if (token.size() < 2 || token.front() != '"' || token.back() != '"') return false;
+  const std::string_view inner = token.substr(1, token.size() - 2);
+  buffer.clear();
+  bool ascii = true;
+  for (std::size_t i = 0; i < inner.size(); ++i) {
+    const auto byte = static_cast<unsigned char>(inner[i]);
+    if (byte == '"' || byte < 0x20) return false;  // the literal ends early, or a raw control
+    if (byte != '\\') {
+      buffer.push_back(inner[i]);
+      ascii = ascii && byte < 0x80;
+      continue;
+    }
+    if (++i == inner.size()) return false;  // the backslash escapes the closing quote
+    const char unescaped = simple_escape(inner[i]);
+    if (unescaped == 0) return false;
+    buffer.push_back(unescaped);
+  }
+  // Escapes give ASCII, which never completes or splits a UTF-8 sequence: checking the
+  // result checks the literal's own bytes.
+  if (!ascii && !simdjson::validate_utf8(buffer.data(), buffer.size())) return false;
+  text = buffer;
+  return true;
+}
+
 // A chunk shaped like the last one read in full (see ChunkShape): its text appended, and true;
 // false when it is not so shaped, or its text is no valid JSON string, or is empty (then the
 // full reading may pick other text, `reasoning` after an empty `reasoning_content`).
@@ -960,7 +1005,10 @@ bool take_same_shape_chunk(ChatAnswer& answer, std::string& scratch, const Chunk
   // The head's last byte is the text's opening quote.
   const std::string_view token = data.substr(head - 1, data.size() - tail - (head - 1));
   std::string_view text;
-  if (!plain_string_text(token, text) && !read_string_token(token, scratch, text)) return false;
+  if (!plain_string_text(token, text) && !simply_escaped_text(token, scratch, text) &&
+      !read_string_token(token, scratch, text)) {
+    return false;
+  }
   if (text.empty()) return false;
   std::string& field = shape.target == ChunkShape::Text::content ? answer.content : answer.reasoning;
   return append_answer_text(answer, field, text);

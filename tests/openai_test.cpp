@@ -988,6 +988,10 @@ TEST_CASE("openai: chunks shaped like the last are read by their text alone, as 
       R"(")", R"("\u12")", "\"\xFF\"", "\"ctl\x01\"", R"(null)", R"(17)", R"({"a":1})",
       R"("x"}}],"usage":{"a":1},"q":[{"y":{"z":"w")", R"("x"}},{"index":0,"delta":{"content":"y")",
       "\"" + std::string(300, 'z') + "\"", R"("a" )", R"( "a")", R"("abc)", R"("ab"c)", R"("abc\)",
+      // Two-character escapes (unescaped without the parser), mixed with UTF-8 and \u.
+      R"("\/\b\f\r\t\n\"\\")", R"("tab\there")", R"("\\\"")", R"("\\")", R"("a\q")", R"("\ ")",
+      "\"caf\xC3\xA9\\n\"", "\"\xC3\\n\xA9\"", "\"\\n\xE6\x97\xA5\\t\"", R"("\n\u00e9\n")", "\"\\n\x01\"",
+      "\"\\t\xFF\"",
   };
   for (std::uint32_t seed = 1; seed <= 400; ++seed) {
     std::mt19937 rng(seed);
