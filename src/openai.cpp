@@ -925,27 +925,6 @@ bool read_string_token(std::string_view token, std::string& padded, std::string_
   return document_at_end(document);
 }
 
-// A string literal without escapes stands for its own bytes (JSON: any character but the
-// quote, the backslash and controls), when they are UTF-8. Most token texts are such, and
-// this costs less than a parse.
-bool plain_string_text(std::string_view token, std::string_view& text) {
-  if (token.size() < 2 || token.front() != '"' || token.back() != '"') return false;
-  const std::string_view inner = token.substr(1, token.size() - 2);
-  if (is_plain_json_ascii(inner)) {  // most tokens: eight bytes a step
-    text = inner;
-    return true;
-  }
-  bool ascii = true;
-  for (const char c : inner) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (byte == '"' || byte == '\\' || byte < 0x20) return false;
-    ascii = ascii && byte < 0x80;
-  }
-  if (!ascii && !simdjson::validate_utf8(inner.data(), inner.size())) return false;
-  text = inner;
-  return true;
-}
-
 // The character a two-character escape stands for (\" \\ \/ \b \f \n \r \t), or 0 for
 // \u (left to a parser: surrogates) and for what is no escape at all.
 char simple_escape(char c) {
@@ -962,13 +941,10 @@ char simple_escape(char c) {
   }
 }
 
-// A string literal whose escapes are all two-character ones: the quotes, backslashes,
-// newlines and tabs a model writes, unescaped into `buffer` (the text is valid until its
-// next use) without setting up a parse. False for \u escapes and for anything that is not
-// a valid literal: the parser decides those.
-bool simply_escaped_text(std::string_view token, std::string& buffer, std::string_view& text) {
-  if (token.size() < 2 || token.front() != '"' || token.back() != '"') return false;
-  const std::string_view inner = token.substr(1, token.size() - 2);
+// The inside of a string literal whose escapes are all two-character ones (the quotes,
+// backslashes, newlines and tabs a model writes) and whose other bytes are UTF-8, unescaped
+// into `buffer`. False for \u escapes and for anything that is no valid literal.
+bool unescape_simple(std::string_view inner, std::string& buffer, std::string_view& text) {
   buffer.clear();
   bool ascii = true;
   for (std::size_t i = 0; i < inner.size(); ++i) {
@@ -991,6 +967,22 @@ bool simply_escaped_text(std::string_view token, std::string& buffer, std::strin
   return true;
 }
 
+// The text a JSON string literal stands for, most of them without setting up a parse: plain
+// ASCII as it stands (most token texts; eight bytes a step), UTF-8 and two-character escapes
+// unescaped here, the rest (\u, whitespace around the literal, anything invalid) by simdjson.
+// The text is valid until `scratch` is used again.
+bool string_token_text(std::string_view token, std::string& scratch, std::string_view& text) {
+  if (token.size() >= 2 && token.front() == '"' && token.back() == '"') {
+    const std::string_view inner = token.substr(1, token.size() - 2);
+    if (is_plain_json_ascii(inner)) {
+      text = inner;
+      return true;
+    }
+    if (unescape_simple(inner, scratch, text)) return true;
+  }
+  return read_string_token(token, scratch, text);
+}
+
 // A chunk shaped like the last one read in full (see ChunkShape): its text appended, and true;
 // false when it is not so shaped, or its text is no valid JSON string, or is empty (then the
 // full reading may pick other text, `reasoning` after an empty `reasoning_content`).
@@ -1005,11 +997,7 @@ bool take_same_shape_chunk(ChatAnswer& answer, std::string& scratch, const Chunk
   // The head's last byte is the text's opening quote.
   const std::string_view token = data.substr(head - 1, data.size() - tail - (head - 1));
   std::string_view text;
-  if (!plain_string_text(token, text) && !simply_escaped_text(token, scratch, text) &&
-      !read_string_token(token, scratch, text)) {
-    return false;
-  }
-  if (text.empty()) return false;
+  if (!string_token_text(token, scratch, text) || text.empty()) return false;
   std::string& field = shape.target == ChunkShape::Text::content ? answer.content : answer.reasoning;
   return append_answer_text(answer, field, text);
 }
