@@ -83,20 +83,34 @@ void add_run(CLI::App& app, Options& o, int& rc) {
       ->capture_default_str()
       ->group("Capture");
   add_filter_flags(*run, o);
-  run->add_option("--log-dir", o.log_dir, "where exchanges.jsonl and exchanges.jsonl.1 are written (created 0750)")
+  run->add_option("--log-dir", o.log_dir,
+                  "where exchanges.jsonl(.1) and watched.jsonl(.1) are written (created 0750)")
       ->capture_default_str()
       ->group("Log");
-  run->add_option("-n,--keep", o.keep, "exchanges kept per log file; the two files hold N to 2N exchanges")
+  run->add_option("-n,--keep", o.keep,
+                  "--endpoint exchanges kept per log file (the ring); exchanges.jsonl and .1 hold N to 2N")
       ->capture_default_str()
       ->check(at_least_one("--keep"))
+      ->group("Log");
+  run->add_option("--keep-watched", o.keep_watched,
+                  "POST requests on other paths kept per watched.jsonl file, not counted in --keep: the server\n"
+                  "watch names a killer on any endpoint; watched.jsonl and .1 hold N to 2N (0: not written,\n"
+                  "and such requests cannot be named as suspects)")
+      ->capture_default_str()
       ->group("Log");
   run->add_option("--pidfile", o.pidfile, "pidfile held (flock) while running; a second instance is refused")
       ->capture_default_str()
       ->group("Log");
   run->footer(
       "Each request is written the moment it is complete (before the server can die on it), its\n"
-      "exchange when it ends. Signals: TERM/INT stop (open exchanges are written as\n"
-      "capture_stopped), HUP reopens the log files, USR1 prints counters to stderr.\n"
+      "exchange when it ends. Requests on --endpoint paths fill the ring (the last --keep exchanges,\n"
+      "what `last` shows); every other POST is watched: its request goes to watched.jsonl, bounded\n"
+      "by --keep-watched, so that whatever endpoint a killing request came through, `suspects`\n"
+      "can name it (a suspect's request is copied beside the server_down record). A request with\n"
+      "a known engine-killing shape is said on stderr (the journal) the moment it is complete:\n"
+      "`chatcap risks` lists the shapes.\n"
+      "Signals: TERM/INT stop (open exchanges are written as capture_stopped), HUP reopens the\n"
+      "log files, USR1 prints counters to stderr.\n"
       "Example:\n"
       "  chatcap run                                   # lo, port 8077, /var/log/chatcap, keep 20\n"
       "  chatcap run -p 8000 --keep 100 --log-dir /srv/chatcap\n"

@@ -11,14 +11,22 @@ namespace chatcap {
 namespace {
 
 // Records go to stdout through stdio's buffer: one fwrite per record, flushed at exit.
+// Watched-only records are printed like the others ("watched_only":true): stdout is one
+// stream, not a ring. A pinned copy repeats a record already printed, and is left out.
 class StdoutSink : public RecordSink {
  public:
-  void write_record(RecordType, std::string_view, std::string_view line) override {
+  explicit StdoutSink(bool quiet) : quiet_(quiet) {}
+  void write_record(RecordType type, std::string_view, std::string_view line) override {
+    if (type == RecordType::pinned_request) return;
     if (std::fwrite(line.data(), 1, line.size(), stdout) != line.size()) failed_ = true;
+  }
+  void on_risk_notice(std::string_view sentence) override {
+    if (!quiet_) fmt::print(stderr, "chatcap: {}\n", sentence);
   }
   bool failed() const { return failed_; }
 
  private:
+  bool quiet_;
   bool failed_ = false;
 };
 
@@ -51,7 +59,8 @@ PipelineConfig pipeline_config_from(const Options& options) {
     }
     config.hosts.push_back(address);
   }
-  config.recorder.endpoints = options.endpoints;
+  config.flows.http.scope.endpoints = options.endpoints;
+  config.flows.http.scope.watch_other_posts = options.keep_watched > 0;
   for (const std::string& endpoint : options.endpoints) {
     if (endpoint.empty() || endpoint.front() != '/') {
       throw std::invalid_argument(fmt::format("--endpoint {}: a path must start with / (use / for every path)", endpoint));
@@ -66,7 +75,7 @@ PipelineConfig pipeline_config_from(const Options& options) {
 int command_read(const Options& options) {
   PipelineConfig config = pipeline_config_from(options);
   OfflineCapture capture(options.read_file);
-  StdoutSink sink;
+  StdoutSink sink(options.quiet);
   Pipeline pipeline(capture.linktype(), std::move(config), sink);
   OfflineResult result = capture.run(pipeline);
   pipeline.finish(result.last_ts, ExchangeState::capture_stopped, "the capture ended before the exchange did");
@@ -80,9 +89,10 @@ int command_read(const Options& options) {
     PipelineStats s = pipeline.stats();
     fmt::print(stderr,
                "chatcap: {} packets, {} TCP segments ({} outside the port/host filter), {} connections, "
-               "{} requests and {} exchanges recorded, {} bytes lost to capture gaps\n",
+               "{} requests and {} exchanges recorded, {} other requests watched, {} with a known risk, "
+               "{} server deaths, {} bytes lost to capture gaps\n",
                s.packets, s.tcp_segments, s.filtered_out, s.connections, s.requests_recorded, s.exchanges_recorded,
-               s.gap_bytes);
+               s.watched_requests, s.risky_requests, s.server_downs, s.gap_bytes);
   }
   if (sink.failed()) {
     fmt::print(stderr, "chatcap: cannot write records to stdout: {}\n", std::strerror(errno));

@@ -24,6 +24,7 @@ int command_run(const Options& options) {
   config.log.dir = options.log_dir;
   if (options.keep == 0) throw std::invalid_argument("--keep 0 would keep nothing — give at least 1");
   config.log.keep = options.keep;
+  config.keep_watched = options.keep_watched;
   config.pidfile = options.pidfile;
   std::string ports = config.pipeline.flows.server_ports.empty() ? std::string("any port") : fmt::format("port {}", fmt::join(config.pipeline.flows.server_ports, ","));
   config.description = fmt::format("{}, tcp {}", options.interface, ports);

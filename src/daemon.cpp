@@ -57,15 +57,49 @@ class SignalReader {
   int fd_ = -1;
 };
 
+// Risk notices, at most kRiskNoticesPerMinute a minute: a client sending killers in a loop
+// must not flood the journal. What is held back is counted and said when the minute ends.
+class NoticeLimiter {
+ public:
+  void say_or_count(std::string_view sentence) {
+    roll();
+    if (said_ < kRiskNoticesPerMinute) {
+      ++said_;
+      say(std::string(sentence));
+    } else {
+      ++held_back_;
+    }
+  }
+  void roll() {
+    std::uint64_t now = monotonic_ms();
+    if (now - minute_start_ms_ < 60'000) return;
+    if (held_back_ > 0) {
+      say(fmt::format("{} more request{} with a known engine killer in the last minute (not said one by one) — "
+                      "`chatcap last` shows them",
+                      held_back_, held_back_ == 1 ? "" : "s"));
+    }
+    minute_start_ms_ = now;
+    said_ = 0;
+    held_back_ = 0;
+  }
+
+ private:
+  std::uint64_t minute_start_ms_ = monotonic_ms();
+  int said_ = 0;
+  std::uint64_t held_back_ = 0;
+};
+
 // The processing thread's state between loop turns.
 class Daemon {
  public:
-  Daemon(const DaemonConfig& config, LiveCapture& capture, LogWriter& log)
+  Daemon(const DaemonConfig& config, LiveCapture& capture, LogFiles& log)
       : config_(config),
         capture_(capture),
         log_(log),
         queue_(config.queue_bytes),
-        pipeline_(capture.linktype(), config.pipeline, log) {}
+        pipeline_(capture.linktype(), config.pipeline, log) {
+    log_.on_notice = [this](std::string_view sentence) { notices_.say_or_count(sentence); };
+  }
 
   int run(SignalReader& signals);
 
@@ -79,9 +113,10 @@ class Daemon {
 
   const DaemonConfig& config_;
   LiveCapture& capture_;
-  LogWriter& log_;
+  LogFiles& log_;
   PacketQueue queue_;
   Pipeline pipeline_;
+  NoticeLimiter notices_;
   std::uint64_t last_second_ms_ = 0;
   std::uint64_t last_status_ms_ = 0;
   std::uint64_t drops_seen_ = 0;
@@ -95,8 +130,9 @@ int Daemon::run(SignalReader& signals) {
   if (sd_watchdog_enabled(0, &watchdog_usec) > 0) watchdog_interval_ms_ = watchdog_usec / 2000;
   capture_.start(queue_);
   sd_notifyf(0, "READY=1\nSTATUS=recording %s", config_.description.c_str());
-  say(fmt::format("recording {} into {}/{} (keep {} exchanges)", config_.description, config_.log.dir,
-                  LogWriter::kCurrentName, config_.log.keep));
+  say(fmt::format("recording {} into {}/{} (keep {} exchanges; other POSTs in {}, keep {})", config_.description,
+                  config_.log.dir, kCurrentLogName, config_.log.keep,
+                  config_.keep_watched > 0 ? kWatchedLogName : "no file", config_.keep_watched));
   int exit_code = 0;
   for (;;) {
     if (!handle_signals(signals)) break;
@@ -144,7 +180,7 @@ void Daemon::process_packets() {
   for (;;) {
     std::size_t handled = 0;
     {
-      LogWriter::Batch records(log_);  // what these packets complete is written together
+      LogFiles::Batch records(log_);  // what these packets complete is written together
       handled = queue_.drain([this](timestamp_us ts, std::span<const std::uint8_t> frame,
                                     std::uint32_t wire_length) { pipeline_.on_packet(ts, frame, wire_length); },
                              kBatch);
@@ -169,6 +205,7 @@ void Daemon::every_second() {
   }
   if (now_ms - last_second_ms_ < 1000) return;
   last_second_ms_ = now_ms;
+  notices_.roll();
 
   CaptureCounters counters = capture_.counters();
   std::uint64_t drops = counters.kernel_dropped + counters.interface_dropped + queue_.drops();
@@ -192,9 +229,11 @@ void Daemon::every_second() {
 std::string Daemon::status_line() const {
   PipelineStats s = pipeline_.stats();
   CaptureCounters c = capture_.counters();
-  return fmt::format("recording {}: {} exchanges recorded, {} open connections, {} packets, drops: kernel {} queue {}",
-                     config_.description, s.exchanges_recorded, s.open_connections, s.packets, c.kernel_dropped,
-                     queue_.drops());
+  return fmt::format(
+      "recording {}: {} exchanges recorded, {} other requests watched, {} with a known risk, {} open connections, "
+      "{} packets, drops: kernel {} queue {}, records lost {}",
+      config_.description, s.exchanges_recorded, s.watched_requests, s.risky_requests, s.open_connections, s.packets,
+      c.kernel_dropped, queue_.drops(), log_.records_lost());
 }
 
 void Daemon::report_counters(bool to_stderr) {
@@ -202,11 +241,13 @@ void Daemon::report_counters(bool to_stderr) {
   CaptureCounters c = capture_.counters();
   std::string text = fmt::format(
       "counters: packets {} ({} bytes), tcp segments {}, not tcp {}, undecodable {}, connections {} ({} open), "
-      "requests recorded {}, exchanges recorded {}, gap bytes {}, kernel received {} dropped {} ifdropped {}, "
+      "requests recorded {}, exchanges recorded {}, watched requests {}, risky requests {}, server deaths {}, "
+      "gap bytes {}, kernel received {} dropped {} ifdropped {}, "
       "queue pushed {} dropped {}, log records written {} lost {}, rotations {}",
       s.packets, s.bytes, s.tcp_segments, s.not_tcp, s.undecodable, s.connections, s.open_connections,
-      s.requests_recorded, s.exchanges_recorded, s.gap_bytes, c.received, c.kernel_dropped, c.interface_dropped,
-      queue_.pushed(), queue_.drops(), log_.records_written(), log_.records_lost(), log_.rotations());
+      s.requests_recorded, s.exchanges_recorded, s.watched_requests, s.risky_requests, s.server_downs, s.gap_bytes,
+      c.received, c.kernel_dropped, c.interface_dropped, queue_.pushed(), queue_.drops(), log_.records_written(),
+      log_.records_lost(), log_.ring().rotations());
   if (to_stderr) say(text);
 }
 
@@ -249,11 +290,14 @@ int run_daemon(const DaemonConfig& config) {
   SignalReader signals;  // first: the capture thread inherits the blocked mask
   Pidfile pidfile(config.pidfile);
   LiveCapture capture(config.capture);  // before the log: a failed start leaves nothing behind
-  LogWriter log(config.log);
-  log.on_problem = [](const std::string& problem) {
+  LogFiles log(config.log, config.keep_watched);
+  auto on_problem = [](const std::string& problem) {
     say(problem);
     sd_notifyf(0, "STATUS=%s", problem.c_str());
   };
+  log.ring().on_problem = on_problem;
+  if (log.watched() != nullptr) log.watched()->on_problem = on_problem;
+
   Daemon daemon(config, capture, log);
   return daemon.run(signals);
 }

@@ -6,10 +6,10 @@
 namespace chatcap {
 
 Connection::Connection(Endpoint client, Endpoint server, ExchangeSink& sink, ExchangeNumbering& numbering,
-                       const FlowTableConfig& config, const TargetFilter* filter)
+                       const FlowTableConfig& config)
     : client_(client),
       server_(server),
-      http_(client, server, sink, numbering, config.http, filter),
+      http_(client, server, sink, numbering, config.http),
       to_server_(http_.client_stream(), config.reassembly),
       to_client_(http_.server_stream(), config.reassembly) {}
 
@@ -111,9 +111,9 @@ void FlowTable::Index::grow() {
 
 // ---------------------------------------------------------------------------------------------
 
-FlowTable::FlowTable(ExchangeSink& sink, FlowTableConfig config, const TargetFilter* filter,
+FlowTable::FlowTable(ExchangeSink& sink, FlowTableConfig config,
                      ConnectionObserver* observer)
-    : sink_(sink), config_(std::move(config)), filter_(filter), observer_(observer) {}
+    : sink_(sink), config_(std::move(config)), observer_(observer) {}
 
 FlowTable::~FlowTable() = default;
 
@@ -197,7 +197,7 @@ Connection& FlowTable::create(const TcpSegment& segment, const Key& key, std::ui
     bool dst_is_server = is_server_port(segment.dst.port) && !is_server_port(segment.src.port);
     if (src_is_server || (!dst_is_server && segment.src.port < segment.dst.port)) std::swap(client, server);
   }
-  Entry& entry = *connections_.try_emplace(key, client, server, sink_, numbering_, config_, filter_).first;
+  Entry& entry = *connections_.try_emplace(key, client, server, sink_, numbering_, config_).first;
   index_.insert(hash, &entry);
   Connection& connection = entry.second;
   if (!syn) connection.http().start_midstream(true, true);

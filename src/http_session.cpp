@@ -51,18 +51,6 @@ const llhttp_settings_t& parser_settings() {
   return settings;
 }
 
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() &&
-         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return (x | 0x20) == (y | 0x20); });
-}
-
-std::string_view find_header(const std::vector<Header>& headers, std::string_view name) {
-  for (const Header& h : headers) {
-    if (iequals(h.name, name)) return h.value;
-  }
-  return {};
-}
-
 bool starts_with_icase(std::string_view text, std::string_view prefix) {
   return text.size() >= prefix.size() && iequals(text.substr(0, prefix.size()), prefix);
 }
@@ -126,9 +114,18 @@ std::uint64_t mix64(std::uint64_t x) {  // splitmix64 finaliser
 
 }  // namespace
 
+bool RecordScope::every_path() const {
+  return std::any_of(endpoints.begin(), endpoints.end(), [](const std::string& e) { return e.empty() || e == "/"; });
+}
+
+void RecordScope::apply(std::string_view method, std::string_view target, Exchange& exchange) const {
+  exchange.recorded = target_matches(target, endpoints);
+  exchange.watched_only = !exchange.recorded && watch_other_posts && method == "POST";
+}
+
 HttpSession::HttpSession(Endpoint client, Endpoint server, ExchangeSink& sink, ExchangeNumbering& numbering,
-                         const HttpLimits& limits, const TargetFilter* filter)
-    : limits_(limits), client_(client), server_(server), sink_(sink), numbering_(numbering), filter_(filter) {
+                         const HttpLimits& limits)
+    : limits_(limits), client_(client), server_(server), sink_(sink), numbering_(numbering) {
   request_.is_request = true;
   response_.is_request = false;
   reset_parser(request_);
@@ -515,7 +512,7 @@ Exchange& HttpSession::new_exchange(timestamp_us ts) {
   ex->times.request_start = ts;
   // Decided again from the target once it is known; a request cut before its target is
   // recorded only when every path is.
-  ex->recorded = filter_ == nullptr || (*filter_)("");
+  ex->recorded = limits_.scope.every_path();
   queue_.push_back(std::move(ex));
   return *queue_.back();
 }
@@ -530,13 +527,11 @@ Exchange* HttpSession::response_target() {
   orphan.request.ended = true;
   orphan.request_record_written = true;  // there is no request to write
   orphan.add(Anomaly::midstream_pickup);
-  orphan.recorded = filter_ == nullptr || (*filter_)("");
+  orphan.recorded = limits_.scope.every_path();
   return &orphan;
 }
 
-void HttpSession::apply_filter(Exchange& ex) {
-  if (filter_ != nullptr) ex.recorded = (*filter_)(ex.request.target);
-}
+void HttpSession::apply_scope(Exchange& ex) { limits_.scope.apply(ex.request.method, ex.request.target, ex); }
 
 void HttpSession::record_request_now(Exchange& ex) {
   if (ex.request_record_written) return;
@@ -555,7 +550,7 @@ void HttpSession::end_stream_answer(Exchange& ex) {
     stream_->assembler.reset();
     stream_->sse.reset();
     stream_owner_ = nullptr;
-  } else if (ex.recorded && !ex.response.event_stream && !ex.response.body.truncated &&
+  } else if (ex.kept() && !ex.response.event_stream && !ex.response.body.truncated &&
              !ex.response.body.bytes.empty()) {
     assemble_chat_completion(ex.response.body.bytes, ex.answer);
   }
@@ -632,8 +627,8 @@ int HttpSession::on_url_complete() {
   if (ex == nullptr) return 0;
   // The method is known from here on: keep it even if the headers never complete.
   ex->request.method = llhttp_method_name(static_cast<llhttp_method_t>(request_.parser.method));
-  // Known before any header or body byte: unrecorded exchanges keep nothing.
-  apply_filter(*ex);
+  // Known before any header or body byte: exchanges without a record keep nothing.
+  apply_scope(*ex);
   return 0;
 }
 
@@ -681,7 +676,7 @@ int HttpSession::on_headers_complete(llhttp_t* parser) {
   if (d.is_request) {
     ex->request.method = llhttp_method_name(static_cast<llhttp_method_t>(parser->method));
     ex->request.version = std::move(version);
-    apply_filter(*ex);
+    apply_scope(*ex);
     d.in_known_length_body = (parser->flags & F_CONTENT_LENGTH) && !(parser->flags & F_CHUNKED);
     d.in_eof_body = false;
     reserve_body(ex->request.body, parser, request_body_cap(*ex));
@@ -704,7 +699,7 @@ int HttpSession::on_headers_complete(llhttp_t* parser) {
   }
   if (method == "HEAD") return 1;  // the headers describe a body that is not sent
   response.event_stream = starts_with_icase(find_header(response.headers, "content-type"), "text/event-stream");
-  if (response.event_stream && ex->recorded) {
+  if (response.event_stream && ex->kept()) {
     if (!stream_) stream_ = std::make_unique<StreamState>();
     stream_->sse.reset();
     stream_->assembler.reset();

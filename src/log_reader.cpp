@@ -143,20 +143,23 @@ void LogJoiner::add_record(nlohmann::json record) {
     ++contents_.bad_lines;  // cannot be joined to anything
     return;
   }
-  LoggedExchange& slot = slot_for(id);
+  auto watched = record.find("watched_only");
+  LoggedExchange& slot = slot_for(id, watched != record.end() && watched->is_boolean() && watched->get<bool>());
   // The first copy wins: later request records are copies carried across a rotation.
   nlohmann::json& field = type == "request" ? slot.request : slot.exchange;
   if (field.is_null()) field = std::move(record);
 }
 
-LoggedExchange& LogJoiner::slot_for(const std::string& id) {
-  auto [it, inserted] = index_.try_emplace(id, contents_.exchanges.size());
+LoggedExchange& LogJoiner::slot_for(const std::string& id, bool watched) {
+  std::vector<LoggedExchange>& list = watched ? contents_.watched : contents_.exchanges;
+  auto [it, inserted] = index_.try_emplace(id, watched, list.size());
   if (inserted) {
     LoggedExchange fresh;
     fresh.id = id;
-    contents_.exchanges.push_back(std::move(fresh));
+    list.push_back(std::move(fresh));
   }
-  return contents_.exchanges[it->second];
+  auto [in_watched, at] = it->second;
+  return (in_watched ? contents_.watched : contents_.exchanges)[at];
 }
 
 LogContents LogJoiner::take() {
@@ -182,10 +185,12 @@ void check_log_dir(const std::string& dir) {
   if (::access(dir.c_str(), X_OK) != 0) throw_open_error(dir, errno);
 }
 
-LogContents read_log(const std::string& dir) {
-  check_log_dir(dir);
-  const std::string current_path = file_in(dir, kCurrentLogName);
-  const std::string previous_path = file_in(dir, kPreviousLogName);
+namespace {
+
+// One pair of files (NAME.1, then NAME) into the joiner.
+void read_pair(const std::string& dir, const char* current_name, const char* previous_name, LogJoiner& joiner) {
+  const std::string current_path = file_in(dir, current_name);
+  const std::string previous_path = file_in(dir, previous_name);
   // Current first, then .1: if the writer rotates in between, both names give the same file
   // (the old current, now .1) and a retry picks up the new current.
   Fd current;
@@ -197,17 +202,27 @@ LogContents read_log(const std::string& dir) {
     current.reset();
     if (attempt == kOpenRetries) break;  // keep .1 alone rather than read it twice
   }
-  LogJoiner joiner;
   if (previous.fd >= 0) read_lines(previous.fd, previous_path, joiner);
   if (current.fd >= 0) read_lines(current.fd, current_path, joiner);
+}
+
+}  // namespace
+
+LogContents read_log(const std::string& dir) {
+  check_log_dir(dir);
+  LogJoiner joiner;
+  read_pair(dir, kCurrentLogName, kPreviousLogName, joiner);
+  read_pair(dir, kWatchedLogName, kPreviousWatchedLogName, joiner);
   return joiner.take();
 }
 
 const LoggedExchange& find_exchange(const LogContents& log, const std::string& id, const std::string& dir) {
   std::vector<const LoggedExchange*> matches;
-  for (const LoggedExchange& e : log.exchanges) {
-    if (e.id == id) return e;  // a full id wins even when it is the prefix of another
-    if (!id.empty() && e.id.starts_with(id)) matches.push_back(&e);
+  for (const auto* list : {&log.exchanges, &log.watched}) {
+    for (const LoggedExchange& e : *list) {
+      if (e.id == id) return e;  // a full id wins even when it is the prefix of another
+      if (!id.empty() && e.id.starts_with(id)) matches.push_back(&e);
+    }
   }
   if (matches.size() == 1) return *matches.front();
   if (matches.empty()) {
@@ -325,7 +340,9 @@ std::vector<const LoggedExchange*> suspects_of(const nlohmann::json& server_down
   auto suspects = server_down.find("suspects");
   if (suspects == server_down.end() || !suspects->is_array()) return joined;
   std::unordered_map<std::string_view, const LoggedExchange*> by_id;
-  for (const LoggedExchange& e : log.exchanges) by_id.emplace(e.id, &e);
+  for (const auto* list : {&log.exchanges, &log.watched}) {
+    for (const LoggedExchange& e : *list) by_id.emplace(e.id, &e);
+  }
   for (const nlohmann::json& s : *suspects) {
     std::string id = s.is_object() ? string_field(s, "id") : std::string();
     auto it = id.empty() ? by_id.end() : by_id.find(id);

@@ -57,8 +57,8 @@ LogWriter::~LogWriter() {
   close_files();
 }
 
-std::string LogWriter::current_path() const { return config_.dir + "/" + kCurrentName; }
-std::string LogWriter::previous_path() const { return config_.dir + "/" + kPreviousName; }
+std::string LogWriter::current_path() const { return config_.dir + "/" + config_.name; }
+std::string LogWriter::previous_path() const { return config_.dir + "/" + config_.name + ".1"; }
 
 void LogWriter::open_files() {
   current_fd_ = ::open(current_path().c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, config_.file_mode);
@@ -110,7 +110,10 @@ void LogWriter::count_existing_exchanges() {
   for (std::size_t at = 0; at < whole;) {
     std::size_t end = text.find('\n', at);
     nlohmann::json record = nlohmann::json::parse(text.substr(at, end - at), nullptr, false);
-    if (record.is_object() && record.value("type", "") == "request") ids.insert(record.value("id", ""));
+    // Pinned copies (a watched-only suspect next to its death) are not the ring's exchanges.
+    if (record.is_object() && record.value("type", "") == "request" && !record.value("pinned", false)) {
+      ids.insert(record.value("id", ""));
+    }
     at = end + 1;
   }
   exchanges_in_current_ = ids.size();
@@ -229,7 +232,7 @@ void LogWriter::rotate() {
 }
 
 void LogWriter::write_record(RecordType type, std::string_view id, std::string_view line) {
-  if (type == RecordType::request) {
+  if (type == RecordType::request || type == RecordType::watched_request) {
     if (exchanges_in_current_ >= config_.keep) rotate();
     Location where;
     if (append(line, &where)) {
@@ -239,7 +242,7 @@ void LogWriter::write_record(RecordType type, std::string_view id, std::string_v
     }
     return;
   }
-  if (type == RecordType::exchange) {
+  if (type == RecordType::exchange || type == RecordType::watched_exchange) {
     auto it = open_requests_.find(std::string(id));
     if (it != open_requests_.end()) {
       Location copy;
@@ -248,6 +251,40 @@ void LogWriter::write_record(RecordType type, std::string_view id, std::string_v
     }
   }
   append(line, nullptr);
+}
+
+// ---- LogFiles ----
+
+namespace {
+
+LogWriterConfig watched_config(const LogWriterConfig& ring, std::size_t keep) {
+  LogWriterConfig config = ring;
+  config.name = kWatchedLogName;
+  config.keep = keep;
+  return config;
+}
+
+}  // namespace
+
+LogFiles::LogFiles(const LogWriterConfig& ring, std::size_t keep_watched) : ring_(ring) {
+  if (keep_watched > 0) watched_.emplace(watched_config(ring, keep_watched));
+}
+
+void LogFiles::write_record(RecordType type, std::string_view id, std::string_view line) {
+  if (type == RecordType::watched_request || type == RecordType::watched_exchange) {
+    if (watched_) watched_->write_record(type, id, line);
+    return;
+  }
+  ring_.write_record(type, id, line);
+}
+
+void LogFiles::reopen() {
+  ring_.reopen();
+  if (watched_) watched_->reopen();
+}
+
+LogFiles::Batch::Batch(LogFiles& files) : ring_(files.ring_) {
+  if (files.watched_) watched_.emplace(*files.watched_);
 }
 
 }  // namespace chatcap

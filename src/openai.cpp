@@ -39,10 +39,11 @@ constexpr std::size_t kKeptBufferBytes = 1024 * 1024;
 
 // Fields of a request whose value is copied verbatim into the summary: the structured-output
 // and tool-choice options, the ones whose bad values have killed vLLM's engine.
-constexpr std::array<std::string_view, 9> kStructuredOutputKeys = {
+constexpr std::array<std::string_view, 10> kStructuredOutputKeys = {
     "response_format",  "structured_outputs",      "guided_json",
     "guided_regex",     "guided_choice",           "guided_grammar",
-    "guided_decoding_backend", "guided_whitespace_pattern", "tool_choice",
+    "guided_decoding",  "guided_decoding_backend", "guided_whitespace_pattern",
+    "tool_choice",
 };
 
 bool is_json_whitespace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
@@ -194,6 +195,41 @@ bool count_if_array(ondemand::value& value, std::int64_t& out) {
   std::size_t count = 0;
   if (array.count_elements().get(count) != SUCCESS) return false;
   out = static_cast<std::int64_t>(count);
+  return true;
+}
+
+// Member count of an object value; other types count as nothing.
+bool count_if_object(ondemand::value& value, std::int64_t& out) {
+  ondemand::json_type type;
+  if (!type_of(value, type)) return false;
+  if (type != ondemand::json_type::object) return true;
+  ondemand::object object;
+  if (value.get_object().get(object) != SUCCESS) return false;
+  std::size_t count = 0;
+  if (object.count_fields().get(count) != SUCCESS) return false;
+  out = static_cast<std::int64_t>(count);
+  return true;
+}
+
+// `logprobs` as a count: an integer as sent (completions), 1 for true (chat), else 0.
+bool logprobs_if_any(ondemand::value& value, std::int64_t& out) {
+  std::optional<std::int64_t> number;
+  if (!int_if_any(value, number)) return false;
+  if (number) {
+    out = *number;
+    return true;
+  }
+  std::optional<bool> flag;
+  if (!bool_if_any(value, flag)) return false;
+  out = flag.value_or(false) ? 1 : 0;
+  return true;
+}
+
+// Whether the value is anything but null.
+bool present_not_null(ondemand::value& value, bool& out) {
+  ondemand::json_type type;
+  if (!type_of(value, type)) return false;
+  out = type != ondemand::json_type::null;
   return true;
 }
 
@@ -390,6 +426,13 @@ struct RequestReader {
     if (key == "n") return int_if_any(value, summary.n);
     if (key == "messages") return count_if_array(value, summary.messages);
     if (key == "tools") return count_if_array(value, summary.tools);
+    // The sizes and switches that known engine killers are made of (risks.hpp).
+    if (key == "logit_bias") return count_if_object(value, summary.logit_bias_entries);
+    if (key == "allowed_token_ids") return count_if_array(value, summary.allowed_token_ids);
+    if (key == "stop_token_ids") return count_if_array(value, summary.stop_token_ids);
+    if (key == "echo") return bool_if_any(value, summary.echo);
+    if (key == "logprobs") return logprobs_if_any(value, summary.logprobs);
+    if (key == "priority") return present_not_null(value, summary.priority);
     if (is_structured_output_key(key)) {
       // Present with value null counts too: {"structured_outputs": {"json": null}} is
       // exactly the kind of request this field exists to show.

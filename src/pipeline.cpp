@@ -9,7 +9,8 @@ Pipeline::Pipeline(int linktype, PipelineConfig config, RecordSink& sink)
       decoder_(linktype),
       recorder_(config_.recorder, sink),
       watch_(recorder_, recorder_),
-      flows_(watch_, config_.flows, recorder_.filter(), &watch_) {
+      analyzer_(watch_),
+      flows_(analyzer_, config_.flows, &watch_) {
   flows_.numbering().id_salt = config_.id_salt;
 }
 
@@ -78,6 +79,8 @@ PipelineStats Pipeline::stats() const {
   s.gap_bytes = flows_.gap_bytes();
   s.requests_recorded = recorder_.requests_written();
   s.exchanges_recorded = recorder_.exchanges_written();
+  s.watched_requests = recorder_.watched_requests_written();
+  s.risky_requests = recorder_.risky_requests();
   s.server_downs = recorder_.server_downs_written();
   return s;
 }

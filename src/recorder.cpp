@@ -6,29 +6,16 @@
 #include <array>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <simdjson.h>
 
 #include "chatcap/json_writer.hpp"
+#include "chatcap/risks.hpp"
 
 namespace chatcap {
 namespace {
 
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() &&
-         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return (x | 0x20) == (y | 0x20); });
-}
-
-std::string_view path_of(std::string_view target) {
-  // absolute-form ("http://host:port/path?q") → "/path"
-  if (std::size_t scheme = target.find("://"); scheme != std::string_view::npos && scheme < 8) {
-    std::size_t slash = target.find('/', scheme + 3);
-    target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
-  }
-  std::size_t query = target.find_first_of("?#");
-  return query == std::string_view::npos ? target : target.substr(0, query);
-}
 
 std::string base64(std::string_view bytes) {
   std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
@@ -144,6 +131,15 @@ void put_summary(JsonWriter& w, const RequestSummary& s) {
   w.end_object();
 }
 
+void put_risks(JsonWriter& w, std::uint32_t risks) {
+  if (risks == 0) return;
+  w.key("risks").begin_array();
+  for (const RiskEntry* risk : risks_in(risks)) {
+    w.begin_object().field("id", risk->id).field("why", risk->why).field("ref", risk->ref).end_object();
+  }
+  w.end_array();
+}
+
 void put_answer(JsonWriter& w, const ChatAnswer& a, bool streamed) {
   w.key(streamed ? "sse" : "answer").begin_object();
   if (streamed) w.field("events", a.events).field("done", a.done);
@@ -214,17 +210,6 @@ void put_common(JsonWriter& w, std::string_view type, const Exchange& ex, timest
 
 }  // namespace
 
-bool target_matches(std::string_view target, const std::vector<std::string>& endpoints) {
-  std::string_view path = path_of(target);
-  for (const std::string& prefix : endpoints) {
-    if (prefix == "/" || prefix.empty()) return true;
-    if (!path.starts_with(prefix)) continue;
-    // "/v1/chat/completions" covers "/v1/chat/completions/x", not "/v1/chat/completionsX".
-    if (path.size() == prefix.size() || prefix.back() == '/' || path[prefix.size()] == '/') return true;
-  }
-  return false;
-}
-
 bool is_credential_header(std::string_view name) {
   static constexpr std::string_view kCredentials[] = {"authorization", "proxy-authorization", "cookie",
                                                       "set-cookie",    "x-api-key",           "api-key"};
@@ -241,13 +226,12 @@ void format_request_record(const Exchange& ex, bool redact, std::string& out) {
   w.begin_object();
   put_common(w, "request", ex, ex.times.request_start);
   w.field("version", ex.request.version).field("complete", ex.request.complete);
+  if (ex.watched_only) w.field("watched_only", true);
   w.key("headers");
   put_headers(w, ex.request.headers, redact);
   put_body(w, ex.request.body);
-  if (ex.request.complete && !ex.request.body.truncated) {
-    RequestSummary summary = summarize_chat_request(ex.request.body.bytes);
-    if (summary.json_valid) put_summary(w, summary);
-  }
+  if (ex.request.summary) put_summary(w, *ex.request.summary);
+  put_risks(w, ex.request.risks);
   put_anomalies(w, ex);
   if (!ex.error.empty()) w.field("error", ex.error);
   w.end_object();
@@ -258,6 +242,7 @@ void format_exchange_record(const Exchange& ex, bool redact, std::string& out) {
   JsonWriter w(out);
   w.begin_object();
   put_common(w, "exchange", ex, ex.times.response_end != 0 ? ex.times.response_end : ex.times.request_start);
+  if (ex.watched_only) w.field("watched_only", true);
   w.field("state", to_string(ex.state)).field("status", ex.response.status);
   if (!ex.response.reason.empty()) w.field("reason", ex.response.reason);
   if (!ex.response.interim_statuses.empty()) {
@@ -312,45 +297,85 @@ std::string format_server_down_record(const ServerDown& down) {
         .field("seq", s.seq)
         .field("client", s.client)
         .field("request_ts", format_timestamp(s.request_end))
+        .field("target", s.target)
         .field("token_events", s.token_events)
-        .field("in_flight", s.still_in_flight)
-        .field("why", s.why)
-        .end_object();
+        .field("in_flight", s.still_in_flight);
+    if (s.watched_only) w.field("watched_only", true);
+    if (!s.retry_of.empty()) w.field("retry_of", s.retry_of);
+    w.key("risks").begin_array();
+    for (const RiskEntry* risk : risks_in(s.risks)) w.string(risk->id);
+    w.end_array();
+    w.field("why", s.why).end_object();
   }
   w.end_array().end_object();
   out += '\n';
   return out;
 }
 
-Recorder::Recorder(RecorderConfig config, RecordSink& sink) : config_(std::move(config)), sink_(sink) {
-  filter_ = [this](std::string_view target) { return target_matches(target, config_.endpoints); };
+namespace {
+
+// Captured text in a sentence for a terminal or the journal: printable ASCII kept, any other
+// byte shown as '?', at most `limit` bytes.
+std::string printable(std::string_view text, std::size_t limit = 160) {
+  std::string out;
+  for (char c : text.substr(0, limit)) out.push_back(c >= 0x20 && c < 0x7f ? c : '?');
+  if (text.size() > limit) out += "...";
+  return out;
 }
 
+}  // namespace
+
+std::string risk_notice(const Exchange& ex) {
+  std::vector<std::string> risks;
+  for (const RiskEntry* risk : risks_in(ex.request.risks)) {
+    risks.push_back(fmt::format("{} ({}: {}; vLLM {})", risk->id, risk->ref, risk->why, risk->versions));
+  }
+  return fmt::format("request {} ({} {} from {}) carries a known engine killer: {} — `chatcap show {}`", ex.id,
+                     printable(ex.request.method, 16), printable(ex.request.target), ex.client.to_string(),
+                     fmt::join(risks, "; "), ex.id);
+}
+
+Recorder::Recorder(RecorderConfig config, RecordSink& sink) : config_(std::move(config)), sink_(sink) {}
+
 void Recorder::on_request_complete(Exchange& exchange) {
-  if (!exchange.recorded) return;
+  if (!exchange.kept()) return;
   line_.clear();
   format_request_record(exchange, config_.redact, line_);
-  sink_.write_record(RecordType::request, exchange.id, line_);
-  ++requests_written_;
+  if (exchange.recorded) {
+    sink_.write_record(RecordType::request, exchange.id, line_);
+    ++requests_written_;
+  } else {
+    sink_.write_record(RecordType::watched_request, exchange.id, line_);
+    ++watched_requests_written_;
+  }
+  if (exchange.request.risks != 0) {
+    ++risky_requests_;
+    sink_.on_risk_notice(risk_notice(exchange));
+  }
 }
 
 void Recorder::on_exchange_end(Exchange& exchange) {
   ++by_state_[static_cast<std::size_t>(exchange.state)];
-  if (!exchange.recorded) {
+  if (!exchange.kept()) {
     ++exchanges_filtered_;
     return;
   }
   line_.clear();
   format_exchange_record(exchange, config_.redact, line_);
-  sink_.write_record(RecordType::exchange, exchange.id, line_);
-  ++exchanges_written_;
+  sink_.write_record(exchange.recorded ? RecordType::exchange : RecordType::watched_exchange, exchange.id, line_);
+  if (exchange.recorded) ++exchanges_written_;
 }
 
-}  // namespace chatcap
-
-namespace chatcap {
-
 void Recorder::on_server_down(const ServerDown& down) {
+  // A watched-only suspect's request is copied next to the death: the watched log rotates on
+  // its own (a flood of other requests would push it out), the ring keeps deaths N exchanges.
+  for (const Suspect& suspect : down.suspects) {
+    if (!suspect.watched_only || suspect.exchange == nullptr) continue;
+    line_.clear();
+    format_request_record(*suspect.exchange, config_.redact, line_);
+    line_.insert(line_.size() - 2, ",\"pinned\":true");  // before the closing "}\n"
+    sink_.write_record(RecordType::pinned_request, suspect.id, line_);
+  }
   sink_.write_record(RecordType::server_down, "", format_server_down_record(down));
   ++server_downs_written_;
 }

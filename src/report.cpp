@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "chatcap/errors.hpp"
+#include "chatcap/types.hpp"
 
 namespace chatcap {
 namespace {
@@ -479,12 +480,6 @@ std::string base64_lines(std::string_view bytes, std::size_t line_chars = 76) {
   return out;
 }
 
-bool iequal(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
 bool is_token(std::string_view text) {
   if (text.empty()) return false;
   return std::all_of(text.begin(), text.end(), [](char c) {
@@ -498,9 +493,9 @@ bool is_hop_by_hop(std::string_view name, const std::vector<std::string>& nomina
                                                    "te",         "trailer",          "upgrade",
                                                    "proxy-connection", "content-length"};
   for (std::string_view h : kHopByHop) {
-    if (iequal(name, h)) return true;
+    if (iequals(name, h)) return true;
   }
-  return std::any_of(nominated.begin(), nominated.end(), [&](const std::string& n) { return iequal(name, n); });
+  return std::any_of(nominated.begin(), nominated.end(), [&](const std::string& n) { return iequals(name, n); });
 }
 
 // "<redacted sha256:1a2b3c4d>", what the recorder writes in place of a credential.
@@ -751,7 +746,7 @@ std::string curl_command(const LoggedExchange& e) {
   const json* headers = field(r, "headers");
   if (headers != nullptr && headers->is_array()) {
     for (const json& h : *headers) {
-      if (h.is_array() && h.size() == 2 && h[0].is_string() && h[1].is_string() && iequal(h[0].get<std::string>(), "connection")) {
+      if (h.is_array() && h.size() == 2 && h[0].is_string() && h[1].is_string() && iequals(h[0].get<std::string>(), "connection")) {
         std::string value = h[1].get<std::string>();
         for (std::size_t start = 0; start <= value.size();) {
           std::size_t comma = value.find(',', start);
@@ -774,18 +769,18 @@ std::string curl_command(const LoggedExchange& e) {
       if (value.find_first_of(std::string_view("\0\r\n", 3)) != std::string::npos) {
         cannot_replay(e.id, fmt::format("its header {} holds a NUL or a line break", escape_control(name)));
       }
-      if (iequal(name, "content-length")) declared_body = true;
-      if (iequal(name, "transfer-encoding")) declared_body = chunked = true;
+      if (iequals(name, "content-length")) declared_body = true;
+      if (iequals(name, "transfer-encoding")) declared_body = chunked = true;
       if (is_hop_by_hop(name, nominated)) continue;
-      if (iequal(name, "host")) {
+      if (iequals(name, "host")) {
         has_host = true;
-        if (iequal(value, server)) continue;  // what curl sends for the URL anyway
+        if (iequals(value, server)) continue;  // what curl sends for the URL anyway
       }
-      has_user_agent |= iequal(name, "user-agent");
-      has_accept |= iequal(name, "accept");
-      has_content_type |= iequal(name, "content-type");
-      has_expect |= iequal(name, "expect");
-      has_accept_encoding |= iequal(name, "accept-encoding");
+      has_user_agent |= iequals(name, "user-agent");
+      has_accept |= iequals(name, "accept");
+      has_content_type |= iequals(name, "content-type");
+      has_expect |= iequals(name, "expect");
+      has_accept_encoding |= iequals(name, "accept-encoding");
       if (is_redacted(value)) {
         Credential c{name, variable_for(name, variables), value};
         // "Name:" alone makes curl send no such header: the credential is left out while

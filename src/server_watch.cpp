@@ -2,9 +2,14 @@
 
 #include <algorithm>
 #include <deque>
+#include <functional>
 #include <set>
+#include <tuple>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "chatcap/risks.hpp"
 
 namespace chatcap {
 namespace {
@@ -19,6 +24,80 @@ std::string ms_text(timestamp_us us) {
   double ms = static_cast<double>(us) / 1000.0;
   if (ms < 1000) return fmt::format("{:.0f} ms", ms);
   return fmt::format("{:.2f} s", ms / 1000.0);
+}
+
+// A suspect as the exchange shows it. `end` is when it ended (0: still in flight); tokens
+// received after the death do not count.
+Suspect suspect_from(const Exchange& ex, timestamp_us end) {
+  Suspect suspect;
+  suspect.id = ex.id;
+  suspect.seq = ex.seq;
+  suspect.client = ex.client.to_string();
+  suspect.target = ex.request.target;
+  suspect.request_end = ex.times.request_end;
+  suspect.still_in_flight = end == 0;
+  if (end != 0 && ex.answer.first_token_ts != 0 && ex.answer.first_token_ts <= end) {
+    suspect.token_events = ex.answer.token_events;
+  }
+  suspect.watched_only = ex.watched_only;
+  suspect.risks = ex.request.risks;
+  suspect.body_hash = std::hash<std::string_view>{}(ex.request.body.bytes);
+  suspect.body_bytes = ex.request.body.total;
+  suspect.retry_header = find_header(ex.request.headers, "x-stainless-retry-count");
+  suspect.exchange = &ex;
+  return suspect;
+}
+
+bool same_request(const Suspect& a, const Suspect& b) {
+  // An empty body says nothing of what was asked: only requests with one can repeat each other.
+  return a.body_bytes > 0 && a.body_hash == b.body_hash && a.body_bytes == b.body_bytes && a.target == b.target;
+}
+
+// Likeliest first. Each suspect is ranked as the first of the identical requests it belongs
+// to (its leader): a retry sits right after the request it repeats, whatever it received.
+void rank_suspects(std::vector<Suspect>& suspects) {
+  std::vector<std::size_t> leader(suspects.size());
+  for (std::size_t i = 0; i < suspects.size(); ++i) {
+    leader[i] = i;
+    for (std::size_t j = 0; j < suspects.size(); ++j) {
+      if (j == i || !same_request(suspects[i], suspects[j])) continue;
+      const Suspect& l = suspects[leader[i]];
+      if (suspects[j].request_end < l.request_end || (suspects[j].request_end == l.request_end && suspects[j].seq < l.seq)) {
+        leader[i] = j;
+      }
+    }
+    if (leader[i] != i) suspects[i].retry_of = suspects[leader[i]].id;
+  }
+  std::vector<std::size_t> order(suspects.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  auto key = [&](std::size_t i) {
+    const Suspect& l = suspects[leader[i]];
+    // risk first, then no token, then the most recent; then the leader itself, its retries in order
+    return std::tuple(l.risks == 0, l.token_events != 0, -l.request_end, l.seq, suspects[i].request_end, suspects[i].seq);
+  };
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return key(a) < key(b); });
+  std::vector<Suspect> ranked;
+  ranked.reserve(suspects.size());
+  for (std::size_t i : order) ranked.push_back(std::move(suspects[i]));
+  suspects = std::move(ranked);
+}
+
+// What ranked it, in the order the ranking weighs it.
+std::string why_ranked(const Suspect& suspect, timestamp_us death) {
+  std::vector<std::string> parts;
+  if (!suspect.retry_of.empty()) {
+    parts.push_back(fmt::format("the same request as {} again (a client retry{}): ranked right after it", suspect.retry_of,
+                                suspect.retry_header.empty() ? "" : ", x-stainless-retry-count " + suspect.retry_header));
+  }
+  std::vector<std::string> risks;
+  for (const RiskEntry* risk : risks_in(suspect.risks)) risks.push_back(fmt::format("{} ({})", risk->id, risk->ref));
+  if (!risks.empty()) parts.push_back(fmt::format("carries a known engine killer: {}", fmt::join(risks, ", ")));
+  parts.push_back(suspect.token_events == 0 ? std::string("no token received")
+                                            : fmt::format("{} token event{} received", suspect.token_events,
+                                                          suspect.token_events == 1 ? "" : "s"));
+  parts.push_back(fmt::format("request complete {} before the death", ms_text(death - suspect.request_end)));
+  if (suspect.still_in_flight) parts.push_back("still unanswered");
+  return fmt::format("{}", fmt::join(parts, "; "));
 }
 
 }  // namespace
@@ -105,8 +184,7 @@ ServerWatch::Incident& ServerWatch::open_incident(ServerState& s, const Endpoint
 
 void ServerWatch::on_request_complete(Exchange& exchange) {
   ServerState& s = state_of(exchange.server);
-  s.in_flight[&exchange] = InFlight{exchange.id, exchange.seq, exchange.client.to_string(),
-                                    exchange.times.request_end, exchange.recorded};
+  s.in_flight[&exchange] = InFlight{exchange.times.request_end, exchange.kept()};
   next_.on_request_complete(exchange);
 }
 
@@ -153,20 +231,16 @@ void ServerWatch::on_exchange_end(Exchange& ex) {
 
   if (s.incident) {
     Incident& incident = *s.incident;
-    if (ex.recorded && ex.times.request_end != 0 && ex.times.request_end <= incident.opened + kSameMoment &&
-        (cut || engine_text || !healthy)) {
-      Suspect suspect;
-      suspect.id = ex.id;
-      suspect.seq = ex.seq;
-      suspect.client = ex.client.to_string();
-      suspect.request_end = ex.times.request_end;
-      suspect.token_events = ex.answer.first_token_ts != 0 && ex.answer.first_token_ts <= end ? ex.answer.token_events : 0;
-      incident.ended_suspects.push_back(std::move(suspect));
-    }
+    // Whether it came before the first evidence is settled when the incident is decided:
+    // later evidence may still move the moment of death earlier.
+    bool suspect = ex.kept() && ex.times.request_end != 0 && (cut || engine_text || !healthy);
+    if (suspect) incident.ended_suspects.push_back(suspect_from(ex, end));
     if (incident.held.size() < config_.max_held_exchanges) {
       incident.held.push_back(std::make_unique<Exchange>(std::move(ex)));
+      if (suspect) incident.ended_suspects.back().exchange = incident.held.back().get();
       return;
     }
+    if (suspect) incident.ended_suspects.back().exchange = nullptr;  // forwarded now, gone by the decision
   }
   forward(ex);
 }
@@ -226,18 +300,17 @@ bool ServerWatch::confirmed(const Incident& incident) const {
 }
 
 void ServerWatch::decide(ServerState& s, timestamp_us) {
-  bool died = confirmed(*s.incident);
-  if (died) {
+  if (confirmed(*s.incident)) {
     ServerDown down = build_record(s, *s.incident);
     s.down = true;
     s.down_since = down.ts;
     s.down_kind = down.kind;
     ++deaths_;
-    release_held(s, true);
+    flag_held(s);
+    // Before the held exchanges go on: the record's suspects point at them.
     downs_.on_server_down(down);
-  } else {
-    release_held(s, false);
   }
+  release_held(s);
   s.incident.reset();
 }
 
@@ -275,49 +348,35 @@ ServerDown ServerWatch::build_record(const ServerState& s, const Incident& incid
                                         incident.engine_error_responses == 1 ? "" : "s"));
   }
 
-  // Suspects: in flight at the moment of death — ended during the window, or still open.
-  std::vector<Suspect> suspects = incident.ended_suspects;
-  for (const auto& [ptr, f] : s.in_flight) {
-    if (!f.recorded || f.request_end > incident.opened + kSameMoment) continue;
-    Suspect open;
-    open.id = f.id;
-    open.seq = f.seq;
-    open.client = f.client;
-    open.request_end = f.request_end;
-    open.still_in_flight = true;
-    suspects.push_back(std::move(open));
+  // Suspects: in flight at the moment of death — ended during the window, or still open —
+  // and complete before its first evidence.
+  std::vector<Suspect> suspects;
+  for (const Suspect& ended : incident.ended_suspects) {
+    if (ended.request_end < incident.opened) suspects.push_back(ended);
   }
-  // A request that killed the engine typically arrived last and got nothing.
-  std::stable_sort(suspects.begin(), suspects.end(), [](const Suspect& a, const Suspect& b) {
-    if ((a.token_events == 0) != (b.token_events == 0)) return a.token_events == 0;
-    return a.request_end > b.request_end;
-  });
-  for (Suspect& suspect : suspects) {
-    timestamp_us before = incident.opened - suspect.request_end;
-    std::string when = before >= 0 ? fmt::format("request complete {} before the death", ms_text(before))
-                                   : fmt::format("request complete {} after the first sign of death", ms_text(-before));
-    std::string tokens = suspect.token_events == 0
-                             ? "no token received"
-                             : fmt::format("{} token event{} received", suspect.token_events,
-                                           suspect.token_events == 1 ? "" : "s");
-    suspect.why = fmt::format("{}; {}{}", when, tokens, suspect.still_in_flight ? "; still unanswered" : "");
+  for (const auto& [exchange, f] : s.in_flight) {
+    if (f.kept && f.request_end != 0 && f.request_end < incident.opened) suspects.push_back(suspect_from(*exchange, 0));
   }
+  rank_suspects(suspects);
+  for (Suspect& suspect : suspects) suspect.why = why_ranked(suspect, incident.opened);
   down.suspects = std::move(suspects);
   return down;
 }
 
-void ServerWatch::release_held(ServerState& s, bool died) {
+void ServerWatch::flag_held(ServerState& s) {
   for (auto& held : s.incident->held) {
     Exchange& ex = *held;
     bool failed = ex.state != ExchangeState::complete || ex.response.status >= 500 || !ex.answer.error_json.empty();
-    if (died && failed && ex.times.request_end != 0) {
-      ex.add(Anomaly::server_down);
-      if (ex.times.request_end > s.incident->opened + kSameMoment && ex.error.empty()) {
-        ex.error = fmt::format("failed while the server was down (server_down at {})", format_timestamp(s.incident->opened));
-      }
+    if (!failed || ex.times.request_end == 0) continue;
+    ex.add(Anomaly::server_down);
+    if (ex.times.request_end >= s.incident->opened && ex.error.empty()) {
+      ex.error = fmt::format("failed while the server was down (server_down at {})", format_timestamp(s.incident->opened));
     }
-    forward(ex);
   }
+}
+
+void ServerWatch::release_held(ServerState& s) {
+  for (auto& held : s.incident->held) forward(*held);
   s.incident->held.clear();
 }
 

@@ -333,7 +333,8 @@ TEST_CASE("capture: a body that is not UTF-8 is kept byte-exact as base64", "[ca
   CHECK(of_type(records, "exchange")[0]["status"] == 400);
 }
 
-TEST_CASE("capture: the endpoint filter records chat completions only, query strings ignored", "[capture]") {
+TEST_CASE("capture: the ring holds chat completions only, query strings ignored; other POSTs are watched",
+          "[capture]") {
   TcpConversation c(kClient4, kServer4, 1000, 90000, kStart);
   c.handshake();
   const std::string ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
@@ -347,13 +348,27 @@ TEST_CASE("capture: the endpoint filter records chat completions only, query str
   c.server_send(ok);
   std::vector<Packet> packets = render_all(c.segments(), Link::ethernet);
 
+  auto split = [](const Records& records, const char* type) {
+    std::pair<std::vector<std::string>, std::vector<std::string>> ring_and_watched;
+    for (const auto& r : of_type(records, type)) {
+      (r.value("watched_only", false) ? ring_and_watched.second : ring_and_watched.first).push_back(r["target"]);
+    }
+    return ring_and_watched;
+  };
+  using Targets = std::vector<std::string>;
   Records only_chat = run_pipeline(Link::ethernet, packets, test_config({"/v1/chat/completions"}));
-  REQUIRE(of_type(only_chat, "exchange").size() == 1);
-  CHECK(of_type(only_chat, "exchange")[0]["target"] == "/v1/chat/completions?trace=1");
+  for (const char* type : {"request", "exchange"}) {
+    auto [ring, watched] = split(only_chat, type);
+    CHECK(ring == Targets{"/v1/chat/completions?trace=1"});
+    // Every other POST is watched (a killer can come on any path); the GET is not kept at all.
+    CHECK(watched == Targets{"/v1/chat/completionsX", "/v1/completions"});
+  }
   Records two = run_pipeline(Link::ethernet, packets, test_config({"/v1/chat/completions", "/v1/completions"}));
-  CHECK(of_type(two, "exchange").size() == 2);
+  CHECK(split(two, "exchange").first == Targets{"/v1/chat/completions?trace=1", "/v1/completions"});
+  CHECK(split(two, "exchange").second == Targets{"/v1/chat/completionsX"});
   Records all = run_pipeline(Link::ethernet, packets, test_config({"/"}));
-  CHECK(of_type(all, "exchange").size() == 4);
+  CHECK(split(all, "exchange").first.size() == 4);
+  CHECK(split(all, "exchange").second.empty());
 }
 
 TEST_CASE("capture: truncated packets (snaplen) are gaps, never reads past caplen", "[capture]") {

@@ -36,6 +36,7 @@ const std::string kRequest = "POST /v1/chat/completions HTTP/1.1\r\nContent-Leng
 FlowTableConfig config() {
   FlowTableConfig c;
   c.server_ports = {8077};
+  c.http.scope.endpoints = {"/"};
   c.idle_timeout = 60 * kMicrosPerSecond;
   c.idle_timeout_no_exchange = 5 * kMicrosPerSecond;
   return c;
@@ -45,7 +46,7 @@ FlowTableConfig config() {
 
 TEST_CASE("flow table: without a handshake the configured port is the server", "[flow_table]") {
   Ends ends;
-  FlowTable flows(ends, config(), nullptr);
+  FlowTable flows(ends, config());
   Endpoint client{IpAddress::v4(127, 0, 0, 1), 1000};  // a lower port than the server's
   flows.on_segment(seg(client, kServer, 1, tcp_flag::ack, kRequest, 1'000'000));
   flows.finish(2'000'000, ExchangeState::capture_stopped, "end");
@@ -56,7 +57,7 @@ TEST_CASE("flow table: without a handshake the configured port is the server", "
 
 TEST_CASE("flow table: a silent connection with a request in flight ends as timeout", "[flow_table]") {
   Ends ends;
-  FlowTable flows(ends, config(), nullptr);
+  FlowTable flows(ends, config());
   Endpoint client{IpAddress::v4(127, 0, 0, 1), 40000};
   flows.on_segment(seg(client, kServer, 1, tcp_flag::syn, "", 1'000'000));
   flows.on_segment(seg(client, kServer, 2, tcp_flag::ack, kRequest, 1'000'100));
@@ -73,7 +74,7 @@ TEST_CASE("flow table: a silent connection with a request in flight ends as time
 
 TEST_CASE("flow table: an idle keep-alive connection goes sooner, and nothing is recorded", "[flow_table]") {
   Ends ends;
-  FlowTable flows(ends, config(), nullptr);
+  FlowTable flows(ends, config());
   Endpoint client{IpAddress::v4(127, 0, 0, 1), 40001};
   flows.on_segment(seg(client, kServer, 1, tcp_flag::ack, "", 1'000'000));
   flows.tick(7 * kMicrosPerSecond);
@@ -85,7 +86,7 @@ TEST_CASE("flow table: past max_connections the least recently seen is evicted",
   Ends ends;
   FlowTableConfig c = config();
   c.max_connections = 3;
-  FlowTable flows(ends, c, nullptr);
+  FlowTable flows(ends, c);
   for (std::uint16_t i = 0; i < 5; ++i) {
     Endpoint client{IpAddress::v4(127, 0, 0, 1), static_cast<std::uint16_t>(41000 + i)};
     flows.on_segment(seg(client, kServer, 1, tcp_flag::ack, kRequest, 1'000'000 + i));
@@ -99,7 +100,7 @@ TEST_CASE("flow table: past max_connections the least recently seen is evicted",
 
 TEST_CASE("flow table: a new SYN on a closed 4-tuple is a new connection", "[flow_table]") {
   Ends ends;
-  FlowTable flows(ends, config(), nullptr);
+  FlowTable flows(ends, config());
   Endpoint client{IpAddress::v4(127, 0, 0, 1), 42000};
   const std::string ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
   flows.on_segment(seg(client, kServer, 100, tcp_flag::syn, "", 1'000'000));
@@ -126,7 +127,7 @@ TEST_CASE("flow table: thousands of interleaved connections, each found again by
   Ends ends;
   FlowTableConfig c = config();
   c.closed_linger = 1'000;  // swept soon after closing: the index erases as much as it inserts
-  FlowTable flows(ends, c, nullptr);
+  FlowTable flows(ends, c);
   const std::string ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
   const std::string head = kRequest.substr(0, 20);
   const std::string rest = kRequest.substr(20);

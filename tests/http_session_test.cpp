@@ -23,9 +23,15 @@ struct Collected : ExchangeSink {
 struct Fixture {
   Collected sink;
   ExchangeNumbering numbering;
-  HttpLimits limits;
+  HttpLimits limits = every_path();
   HttpSession session{Endpoint{IpAddress::v4(127, 0, 0, 1), 40000}, Endpoint{IpAddress::v4(127, 0, 0, 1), 8077},
-                      sink, numbering, limits, nullptr};
+                      sink, numbering, limits};
+
+  static HttpLimits every_path() {
+    HttpLimits l;
+    l.scope.endpoints = {"/"};  // these tests are about HTTP, not about which paths are kept
+    return l;
+  }
   timestamp_us ts = 1'000'000;
 
   void client(std::string_view bytes) { session.client_stream().on_stream_data(ts += 1000, bytes); }

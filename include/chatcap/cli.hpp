@@ -16,6 +16,7 @@ struct Options {
   std::vector<std::string> hosts;
   std::vector<std::string> endpoints{"/v1/chat/completions"};
   std::size_t keep = 20;
+  std::size_t keep_watched = 100;  // watched-only requests per watched.jsonl file (run); 0 = none
   std::uint64_t max_body = 4 * 1024 * 1024;
   std::uint64_t stream_body = 0;
   bool no_redact = false;

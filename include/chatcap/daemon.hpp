@@ -1,7 +1,10 @@
 // The live recorder (`chatcap run`): process plumbing around the pipeline.
 //
 //   capture thread:    LiveCapture → PacketQueue (never blocks)
-//   processing thread: PacketQueue → Pipeline → LogWriter, plus signals, timers, systemd
+//   processing thread: PacketQueue → Pipeline → LogFiles (ring + watched log), plus signals,
+//                      timers, systemd
+// A request carrying a known engine killer is said on stderr (the journal) the moment it is
+// complete: at most kRiskNoticesPerMinute sentences a minute, then how many more there were.
 //
 // Signals are never handled asynchronously: TERM, INT, HUP and USR1 are blocked in every
 // thread and read from a signalfd in the processing loop, next to the queue's eventfd.
@@ -43,10 +46,13 @@ struct DaemonConfig {
   LiveCaptureConfig capture;
   PipelineConfig pipeline;
   LogWriterConfig log;
+  std::size_t keep_watched = 100;  // watched-only requests per watched.jsonl file; 0 = none
   std::string pidfile = "/run/chatcap/chatcap.pid";
   std::size_t queue_bytes = PacketQueue::kDefaultBytes;
   std::string description;  // "lo, tcp port 8077" for status lines
 };
+
+inline constexpr int kRiskNoticesPerMinute = 10;
 
 // Runs until TERM/INT; returns the exit code.
 int run_daemon(const DaemonConfig& config);

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -54,10 +55,19 @@ std::vector<std::string_view> anomaly_names(std::uint32_t anomalies);
 enum class CloseReason : std::uint8_t { none, client_fin, client_rst, server_fin, server_rst };
 std::string_view to_string(CloseReason reason);
 
+// The path of a request target: origin-form or absolute-form ("http://host/p?q" → "/p"),
+// query and fragment cut.
+std::string_view path_of(std::string_view target);
+// True when the path of `target` is one of the endpoints or below one of them ("/" = all).
+bool target_matches(std::string_view target, const std::vector<std::string>& endpoints);
+
 struct Header {
   std::string name;   // as sent
   std::string value;  // as sent, surrounding whitespace trimmed by the parser
 };
+
+// The value of the first header called `name` (any case); empty when there is none.
+std::string_view find_header(const std::vector<Header>& headers, std::string_view name);
 
 // A body kept up to a cap; bytes past the cap are counted, not stored.
 struct Body {
@@ -77,6 +87,11 @@ struct RequestPart {
   Body body;
   bool complete = false;  // parsed to its end
   bool ended = false;     // complete, or cut (gap, parse error, close) and never will be
+  // What the request asks for (model, stream, structured output...) and the known
+  // engine-killing shapes it carries (bits of risk_table()), read once when it is complete
+  // (RequestAnalyzer) for every request that gets a record; null for the others.
+  std::shared_ptr<const RequestSummary> summary;  // shared: an Exchange stays copyable (tests)
+  std::uint32_t risks = 0;
 };
 
 struct ResponsePart {
@@ -110,7 +125,12 @@ struct Exchange {
   // hundreds of other connections', and each cache line is a miss). Not aligned to a line:
   // 10,000 idle connections each hold an exchange, and padding them costs more than the
   // odd straddled line.
-  bool recorded = true;  // passes the endpoint filter: bodies kept, records written
+  bool recorded = true;  // passes the endpoint filter: in the ring of N, bodies kept, records written
+  // Not in the ring, but a request the server watch must be able to name: a POST on a path
+  // outside --endpoint (a killer can come through any endpoint). Its request is kept and
+  // written to the watched log (bounded by --keep-watched), its response body only when it is
+  // an error.
+  bool watched_only = false;
   ResponsePart response;
   ExchangeTimes times;
   ChatAnswer answer;       // assembled chat answer (streamed or not), when the body is one
@@ -122,6 +142,8 @@ struct Exchange {
   bool orphan_response = false;  // a response whose request was never seen
   bool request_record_written = false;
 
+  // A record is written for it: in the ring, or in the watched log.
+  bool kept() const { return recorded || watched_only; }
   void add(Anomaly a) { anomalies |= bit(a); }
   bool has(Anomaly a) const { return (anomalies & bit(a)) != 0; }
 };

@@ -1,7 +1,7 @@
 // The flow table: TCP 4-tuple → Connection (two reassemblers and one HTTP session).
 //
 // Usage:
-//   FlowTable flows(exchange_sink, config, &target_filter);
+//   FlowTable flows(exchange_sink, config);               // config.http.scope: what gets records
 //   for each decoded segment: flows.on_segment(segment);   // also runs timers off packet time
 //   at the end:               flows.finish(ts, ExchangeState::capture_stopped, "capture ended");
 //
@@ -59,7 +59,7 @@ class ConnectionObserver {
 class Connection {
  public:
   Connection(Endpoint client, Endpoint server, ExchangeSink& sink, ExchangeNumbering& numbering,
-             const FlowTableConfig& config, const TargetFilter* filter);
+             const FlowTableConfig& config);
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
@@ -94,8 +94,7 @@ class Connection {
 
 class FlowTable {
  public:
-  FlowTable(ExchangeSink& sink, FlowTableConfig config, const TargetFilter* filter,
-            ConnectionObserver* observer = nullptr);
+  FlowTable(ExchangeSink& sink, FlowTableConfig config, ConnectionObserver* observer = nullptr);
   ~FlowTable();
 
   void on_segment(const TcpSegment& segment);
@@ -159,7 +158,6 @@ class FlowTable {
 
   ExchangeSink& sink_;
   FlowTableConfig config_;
-  const TargetFilter* filter_;
   ConnectionObserver* observer_;
   ExchangeNumbering numbering_;
   // Connections live in the map's nodes (which never move): a lookup reaches the state it

@@ -16,8 +16,10 @@
 //    and any parse error, ends the message in progress with an honest state and the parser
 //    resynchronises at the next request line (or status line): one bad message never stops
 //    the connection. A connection picked up without its SYN starts in resync mode.
-//  - Bodies are kept up to HttpLimits caps (beyond: counted, flagged body_truncated). Only
-//    exchanges that pass the endpoint filter keep bodies at all.
+//  - Bodies are kept up to HttpLimits caps (beyond: counted, flagged body_truncated), for
+//    the exchanges that get a record (RecordScope): those on a --endpoint path (the ring),
+//    and POSTs on any other path (watched-only: the request, and the response body only when
+//    it is an error). Other exchanges are parsed to stay in step, and keep nothing.
 #pragma once
 
 #include <cstdint>
@@ -35,7 +37,20 @@
 
 namespace chatcap {
 
+// Which exchanges get records, decided from the method and target once both are known.
+struct RecordScope {
+  // Request-path prefixes of the ring (--endpoint); "/" is every path. Queries are ignored.
+  std::vector<std::string> endpoints{"/v1/chat/completions"};
+  // POSTs on other paths are kept as watched-only requests (--keep-watched > 0).
+  bool watch_other_posts = true;
+
+  bool every_path() const;
+  // Sets exchange.recorded and exchange.watched_only.
+  void apply(std::string_view method, std::string_view target, Exchange& exchange) const;
+};
+
 struct HttpLimits {
+  RecordScope scope;
   std::size_t max_body_bytes = 4 * 1024 * 1024;    // per body kept (--max-body)
   // Raw bytes kept of a text/event-stream response (--stream-body). Its events are assembled
   // into the answer whatever this says; the raw stream is ~10× the answer's text.
@@ -54,10 +69,6 @@ class ExchangeSink {
   virtual void on_exchange_end(Exchange& exchange) = 0;
 };
 
-// Decides from the request target whether an exchange is recorded (bodies kept, records
-// written). Unrecorded exchanges are still parsed, to stay in step with the stream.
-using TargetFilter = std::function<bool(std::string_view target)>;
-
 // Per-process exchange numbering; ids are derived from it and the connection.
 struct ExchangeNumbering {
   std::uint64_t next_seq = 1;
@@ -67,7 +78,7 @@ struct ExchangeNumbering {
 class HttpSession {
  public:
   HttpSession(Endpoint client, Endpoint server, ExchangeSink& sink, ExchangeNumbering& numbering,
-              const HttpLimits& limits, const TargetFilter* filter);
+              const HttpLimits& limits);
   ~HttpSession();
   HttpSession(const HttpSession&) = delete;
   HttpSession& operator=(const HttpSession&) = delete;
@@ -172,10 +183,12 @@ class HttpSession {
   void finish(Exchange& ex, ExchangeState state);
   void finish_front_if_done();
   void record_request_now(Exchange& ex);
-  void apply_filter(Exchange& ex);
-  std::size_t request_body_cap(const Exchange& ex) const { return ex.recorded ? limits_.max_body_bytes : 0; }
+  void apply_scope(Exchange& ex);
+  std::size_t request_body_cap(const Exchange& ex) const { return ex.kept() ? limits_.max_body_bytes : 0; }
   std::size_t response_body_cap(const Exchange& ex) const {
-    if (!ex.recorded) return 0;
+    // A watched-only exchange is there for its request; of its answer only an error says
+    // something (a 500 naming the dead engine is evidence of a death).
+    if (!ex.recorded && !(ex.watched_only && ex.response.status >= 400)) return 0;
     return ex.response.event_stream ? limits_.max_stream_body_bytes : limits_.max_body_bytes;
   }
 
@@ -203,7 +216,6 @@ class HttpSession {
   Endpoint server_;
   ExchangeSink& sink_;
   ExchangeNumbering& numbering_;
-  const TargetFilter* filter_;
   // Exchanges awaiting their response (or their end), oldest first.
   // (A vector: it rarely holds more than one or two, and an empty std::deque already
   // allocates ~600 bytes — per connection, with 10,000 idle connections.)

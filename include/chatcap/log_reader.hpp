@@ -2,7 +2,8 @@
 // that work when the daemon or the server is dead: `last`, `show`, `tail`, `suspects`.
 //
 // The log directory holds `exchanges.jsonl` (current) and `exchanges.jsonl.1` (the one
-// before the last rotation; may be absent). Each line is one JSON object. The reader is
+// before the last rotation; may be absent) — the ring — and `watched.jsonl`(.1), the
+// watched-only requests (log_names.hpp). Each line is one JSON object. The reader is
 // lenient, because the writer may be mid-write and the files may have been edited by hand:
 //   - a last line without its '\n' is being written: it is ignored, not counted;
 //   - a line that is not a JSON object (or a request/exchange without a string id) is
@@ -13,6 +14,8 @@
 // requests forward across a rotation); the first copy is kept. Exchanges are ordered by the
 // first appearance of their request record, .1 before the current file — oldest first; an
 // exchange whose request record was rotated away is placed where its exchange record is.
+// Records marked "watched_only" (the watched log, and the copies pinned in the ring beside a
+// server death) join into `watched`, never into the ring's `exchanges`.
 //
 // Usage:
 //   LogContents log = read_log("/var/log/chatcap");      // throws LogError if no such dir
@@ -34,11 +37,10 @@
 #include <nlohmann/json.hpp>
 
 #include "chatcap/errors.hpp"
+#include "chatcap/log_names.hpp"
 
 namespace chatcap {
 
-inline constexpr const char* kCurrentLogName = "exchanges.jsonl";
-inline constexpr const char* kPreviousLogName = "exchanges.jsonl.1";
 
 struct LoggedExchange {
   nlohmann::json request;   // the "request" record; null when it was rotated away
@@ -47,7 +49,8 @@ struct LoggedExchange {
 };
 
 struct LogContents {
-  std::vector<LoggedExchange> exchanges;     // oldest first
+  std::vector<LoggedExchange> exchanges;     // the ring (--endpoint paths), oldest first
+  std::vector<LoggedExchange> watched;       // watched-only requests (other paths), oldest first
   std::vector<nlohmann::json> server_downs;  // "server_down" records, in file order
   std::size_t bad_lines = 0;                 // lines skipped because they were unusable
 };
@@ -61,16 +64,18 @@ class LogJoiner {
   LogContents take();
 
  private:
-  LoggedExchange& slot_for(const std::string& id);
+  LoggedExchange& slot_for(const std::string& id, bool watched);
 
   LogContents contents_;
-  std::unordered_map<std::string, std::size_t> index_;  // id → position in exchanges
+  // id → (watched?, position in exchanges or watched)
+  std::unordered_map<std::string, std::pair<bool, std::size_t>> index_;
 };
 
-// Reads and joins both log files of `dir`. An empty directory is an empty log.
+// Reads and joins the log files of `dir` (the ring's, then the watched log's). An empty
+// directory is an empty log.
 LogContents read_log(const std::string& dir);
 
-// The exchange whose id is `id`, else the only one whose id starts with it. Throws LogError
+// The exchange (ring or watched) whose id is `id`, else the only one whose id starts with it. Throws LogError
 // ("no exchange with id X in DIR — list them with `chatcap last`") when none or several match.
 const LoggedExchange& find_exchange(const LogContents& log, const std::string& id, const std::string& dir);
 

@@ -1,8 +1,11 @@
 // The log writer: the only stage that writes files. JSON Lines in a directory, bounded by
 // exchanges, friendly to `tail -F`.
 //
-//   <dir>/exchanges.jsonl     the current file: every record is appended whole
-//   <dir>/exchanges.jsonl.1   the previous file
+//   <dir>/<name>     the current file (exchanges.jsonl): every record is appended whole
+//   <dir>/<name>.1   the previous file
+//
+// LogFiles drives two writers in one directory (log_names.hpp): the ring (exchanges.jsonl,
+// --keep) and the watched log (watched.jsonl, --keep-watched), each bounded on its own.
 //
 // Rotation: when the current file already holds `keep` exchanges and a new one begins, it
 // is renamed to exchanges.jsonl.1 (replacing the older one) and a fresh file is started. The
@@ -32,17 +35,20 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 
 #include "chatcap/errors.hpp"
+#include "chatcap/log_names.hpp"
 #include "chatcap/recorder.hpp"
 
 namespace chatcap {
 
 struct LogWriterConfig {
   std::string dir = "/var/log/chatcap";
+  std::string name = kCurrentLogName;  // the current file; the previous one is name + ".1"
   std::size_t keep = 20;             // exchanges per file; disk holds keep..2×keep
   mode_t dir_mode = 0750;
   mode_t file_mode = 0640;
@@ -50,9 +56,6 @@ struct LogWriterConfig {
 
 class LogWriter : public RecordSink {
  public:
-  static constexpr const char* kCurrentName = "exchanges.jsonl";
-  static constexpr const char* kPreviousName = "exchanges.jsonl.1";
-
   // Creates the directory if needed and opens the current file; throws LogError with a
   // user-facing sentence when it cannot.
   explicit LogWriter(LogWriterConfig config);
@@ -60,6 +63,8 @@ class LogWriter : public RecordSink {
   LogWriter(const LogWriter&) = delete;
   LogWriter& operator=(const LogWriter&) = delete;
 
+  // request and watched_request records count toward `keep` (the writer of a pair sees one
+  // kind); pinned_request records are appended as they are, neither counted nor followed.
   void write_record(RecordType type, std::string_view id, std::string_view line) override;
 
   // While one is alive, records wait in memory and are written together when it ends.
@@ -126,6 +131,41 @@ class LogWriter : public RecordSink {
   std::string pending_;
   std::uint64_t pending_records_ = 0;
   std::size_t pending_requests_ = 0;
+};
+
+// The two logs of a directory behind one sink: ring records to one writer, watched-only
+// records to the other. keep_watched 0: watched-only records are not written at all.
+class LogFiles : public RecordSink {
+ public:
+  LogFiles(const LogWriterConfig& ring, std::size_t keep_watched);
+
+  void write_record(RecordType type, std::string_view id, std::string_view line) override;
+  void on_risk_notice(std::string_view sentence) override {
+    if (on_notice) on_notice(sentence);
+  }
+  void reopen();
+
+  class Batch {
+   public:
+    explicit Batch(LogFiles& files);
+   private:
+    LogWriter::Batch ring_;
+    std::optional<LogWriter::Batch> watched_;
+  };
+
+  // Called with each sentence the recorder has for people (risk notices).
+  std::function<void(std::string_view)> on_notice;
+
+  LogWriter& ring() { return ring_; }
+  LogWriter* watched() { return watched_ ? &*watched_ : nullptr; }
+  std::uint64_t records_lost() const { return ring_.records_lost() + (watched_ ? watched_->records_lost() : 0); }
+  std::uint64_t records_written() const {
+    return ring_.records_written() + (watched_ ? watched_->records_written() : 0);
+  }
+
+ private:
+  LogWriter ring_;
+  std::optional<LogWriter> watched_;
 };
 
 }  // namespace chatcap

@@ -39,9 +39,16 @@ struct RequestSummary {
   std::optional<std::int64_t> n;
   // A JSON object text holding, verbatim, every structured-output field present:
   // response_format, structured_outputs, guided_json, guided_regex, guided_choice,
-  // guided_grammar, guided_decoding_backend, guided_whitespace_pattern, tool_choice.
-  // Empty string when none is present. Example: {"structured_outputs":{"json":null}}
+  // guided_grammar, guided_decoding, guided_decoding_backend, guided_whitespace_pattern,
+  // tool_choice. Empty string when none is present. Example: {"structured_outputs":{"json":null}}
   std::string structured_output_json;
+  // Not in the record's summary; what the risk table (risks.hpp) looks at.
+  std::int64_t logit_bias_entries = 0;  // members of `logit_bias`
+  std::int64_t allowed_token_ids = 0;   // length of `allowed_token_ids`
+  std::int64_t stop_token_ids = 0;      // length of `stop_token_ids`
+  std::optional<bool> echo;
+  std::int64_t logprobs = 0;            // `logprobs` as a count (true = 1)
+  bool priority = false;                // a `priority` field, not null
 };
 
 RequestSummary summarize_chat_request(std::string_view body);

@@ -1,5 +1,5 @@
 // The processing pipeline, wired once: decode → flow table (reassembly, HTTP, SSE) →
-// server watch (death detection) → recorder → record sink. The same object runs `chatcap read` (one thread, a file) and the
+// request analyzer (summary, risks) → server watch (death detection) → recorder → record sink. The same object runs `chatcap read` (one thread, a file) and the
 // processing thread of `chatcap run` (fed from the capture thread's queue).
 //
 // It does no I/O of its own and reads no clock: packets come with their pcap timestamps,
@@ -15,6 +15,7 @@
 #include "chatcap/flow_table.hpp"
 #include "chatcap/packet.hpp"
 #include "chatcap/recorder.hpp"
+#include "chatcap/risks.hpp"
 #include "chatcap/server_watch.hpp"
 #include "chatcap/types.hpp"
 
@@ -39,6 +40,8 @@ struct PipelineStats {
   std::uint64_t gap_bytes = 0;
   std::uint64_t requests_recorded = 0;
   std::uint64_t exchanges_recorded = 0;
+  std::uint64_t watched_requests = 0;  // watched-only requests written (not in the ring)
+  std::uint64_t risky_requests = 0;    // requests carrying a known engine killer
   std::uint64_t server_downs = 0;
 };
 
@@ -66,7 +69,8 @@ class Pipeline {
   PipelineConfig config_;
   PacketDecoder decoder_;
   Recorder recorder_;
-  ServerWatch watch_;  // between the sessions and the recorder
+  ServerWatch watch_;  // between the analyzer and the recorder
+  RequestAnalyzer analyzer_;  // between the sessions and the watch
   FlowTable flows_;
   timestamp_us next_watch_tick_ = 0;
   TcpSegment segment_;  // reused for every packet

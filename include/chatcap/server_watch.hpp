@@ -15,10 +15,15 @@
 // `decision_window` of packet time, during which the exchanges that end on that server are
 // held back (so their records can carry the `server_down` anomaly), then the incident is
 // decided. A confirmed death gives one server_down record: when, the evidence, and the
-// suspects — the exchanges in flight at that moment, likeliest first: a request that
-// killed the engine typically arrived last and got no token, so requests without a token
-// come first, the most recent first. After a death, exchanges that fail because the server
-// is still dead are flagged, never suspects; a successful response clears the state.
+// suspects — the requests in flight at that moment, on any path (a killer can come through
+// any endpoint; every request with a record, in the ring or watched-only, is one), and only
+// those complete before the first evidence: a request that arrived after it cannot have
+// caused it. Likeliest first: a request carrying a known engine killer (risks.hpp), then
+// those that got no token (a killer typically gets none), then the most recent. A retry
+// of a request (the same target and body again, as SDKs resend on errors and timeouts)
+// ranks right after the request it repeats, never above it. After a death, exchanges that
+// fail because the server is still dead are flagged, never suspects; a successful response
+// clears the state.
 //
 // No false alarms by construction: a client that disconnects is not a server cut (the
 // session attributes the close to the client), idle keep-alive connections closed on the
@@ -43,10 +48,20 @@ struct Suspect {
   std::string id;
   std::uint64_t seq = 0;
   std::string client;
+  std::string target;
   timestamp_us request_end = 0;
   std::uint64_t token_events = 0;  // token-bearing events received before the death
   bool still_in_flight = false;    // had not ended when the death was decided
-  std::string why;
+  bool watched_only = false;       // its records are in the watched log, not the ring
+  std::uint32_t risks = 0;         // risk_table() bits its request matched
+  std::size_t body_hash = 0;       // with target and body size: what a retry repeats
+  std::uint64_t body_bytes = 0;
+  std::string retry_of;            // id of the earlier identical request it repeats, if any
+  std::string retry_header;        // its x-stainless-retry-count, when sent
+  std::string why;                 // what ranked it, for people
+  // The exchange itself, for the ServerDownSink to copy what it needs; valid only during
+  // on_server_down (nullptr when the watch no longer holds it).
+  const Exchange* exchange = nullptr;
 };
 
 struct ServerDown {
@@ -91,11 +106,8 @@ class ServerWatch : public ExchangeSink, public ConnectionObserver {
 
  private:
   struct InFlight {
-    std::string id;
-    std::uint64_t seq = 0;
-    std::string client;
     timestamp_us request_end = 0;
-    bool recorded = true;
+    bool kept = true;  // has a record: can be named as a suspect
   };
   struct Incident;
   struct ServerState;
@@ -105,7 +117,8 @@ class ServerWatch : public ExchangeSink, public ConnectionObserver {
   void decide(ServerState& s, timestamp_us now);
   bool confirmed(const Incident& incident) const;
   ServerDown build_record(const ServerState& s, const Incident& incident) const;
-  void release_held(ServerState& s, bool died);
+  void flag_held(ServerState& s);
+  void release_held(ServerState& s);
   void forward(Exchange& exchange);
   static bool names_dead_engine(std::string_view text);
   bool is_server_cut(const Exchange& ex) const;

@@ -15,6 +15,9 @@ namespace chatcap {
 
 using timestamp_us = std::int64_t;
 
+// ASCII case-insensitive equality, as HTTP compares header names and tokens.
+bool iequals(std::string_view a, std::string_view b);
+
 constexpr timestamp_us kMicrosPerSecond = 1'000'000;
 
 struct IpAddress {

@@ -45,7 +45,7 @@ std::string slurp(const std::string& path) {
 PipelineConfig test_config(std::vector<std::string> endpoints) {
   PipelineConfig config;
   config.flows.server_ports = {8077};
-  config.recorder.endpoints = std::move(endpoints);
+  config.flows.http.scope.endpoints = std::move(endpoints);
   return config;
 }
 
