@@ -190,6 +190,20 @@ void add_suspects(CLI::App& app, Options& o, int& rc) {
   suspects->callback([&o, &rc] { rc = command_suspects(o); });
 }
 
+void add_risks(CLI::App& app, Options& o, int& rc) {
+  CLI::App* risks = app.add_subcommand("risks", "the known engine-killing request shapes chatcap flags, with references");
+  risks->add_flag("--json", o.json, "one JSON object per shape: {\"id\", \"shape\", \"versions\", \"ref\", \"why\"}");
+  risks->footer(
+      "Each shape comes from vLLM's own tracker (ref). A request that matches one carries\n"
+      "\"risks\":[{\"id\",\"why\",\"ref\"}] in its record, is said once on stderr (the journal) when it\n"
+      "is complete, is marked in `last` and `tail`, and ranks first among the suspects if the\n"
+      "server dies. The ids are stable.\n"
+      "Example:\n"
+      "  chatcap risks\n"
+      "  chatcap last 50 --json | jq 'select(.request.risks) | {id, risks: [.request.risks[].id]}'");
+  risks->callback([&o, &rc] { rc = command_risks(o); });
+}
+
 void add_tail(CLI::App& app, Options& o, int& rc) {
   CLI::App* tail = app.add_subcommand("tail", "follow new records as they are written (like journalctl -f)");
   add_log_dir_flag(*tail, o);
@@ -228,6 +242,7 @@ int run_cli(int argc, char** argv) {
   add_show(app, options, rc);
   add_tail(app, options, rc);
   add_suspects(app, options, rc);
+  add_risks(app, options, rc);
   // (Add new subcommands above: `--last` must exclude every one of them.)
   CLI::Option* last_flag = add_top_level_last(app, options);
   // `--last` is a command of its own: refused with any other, before either runs.

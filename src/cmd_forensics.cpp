@@ -3,7 +3,8 @@
 //                                        each with its request (structured output first) and
 //                                        what became of it;
 //   `chatcap show ID --curl`             a bash command that replays the exact request;
-//   `chatcap show ID --body`             the exact request body bytes, nothing else.
+//   `chatcap show ID --body`             the exact request body bytes, nothing else;
+//   `chatcap risks [--json]`             the known engine-killing request shapes chatcap flags.
 #include <unistd.h>
 
 #include <cerrno>
@@ -17,6 +18,7 @@
 #include "chatcap/commands.hpp"
 #include "chatcap/log_reader.hpp"
 #include "chatcap/report.hpp"
+#include "chatcap/risks.hpp"
 
 namespace chatcap {
 namespace {
@@ -110,6 +112,25 @@ int command_show_body(const Options& options) {
     return 1;
   }
   return write_stdout(body) ? 0 : 1;
+}
+
+int command_risks(const Options& options) {
+  if (options.json) {
+    for (const RiskEntry& risk : risk_table()) {
+      nlohmann::json entry{{"id", risk.id},     {"shape", risk.shape}, {"versions", risk.versions},
+                           {"ref", risk.ref},   {"why", risk.why}};
+      fmt::print("{}\n", entry.dump());
+    }
+    return 0;
+  }
+  fmt::print("Known engine-killing request shapes: a request that matches one is flagged the moment it is\n"
+             "complete (its record's \"risks\", `last`, `tail`, the journal) and ranks first among the\n"
+             "suspects if the server then dies.\n");
+  for (const RiskEntry& risk : risk_table()) {
+    fmt::print("\n{}  ({})\n  shape:    {}\n  versions: {}\n  why:      {}\n", risk.id, risk.ref, risk.shape,
+               risk.versions, risk.why);
+  }
+  return 0;
 }
 
 }  // namespace chatcap

@@ -10,6 +10,7 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -44,35 +45,57 @@ std::string ts_of(const nlohmann::json& record) {
   return it != record.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
-// The last exchanges as blocks, with the server deaths that happened among them in time
-// order (RFC 3339 UTC timestamps of one format compare as strings).
+bool carries_risk(const LoggedExchange& e) {
+  auto risks = e.request.is_object() ? e.request.find("risks") : e.request.end();
+  return e.request.is_object() && risks != e.request.end() && risks->is_array() && !risks->empty();
+}
+
+// The last exchanges as blocks, with the server deaths that happened among them and the
+// watched-only requests (other paths) that carry a known engine killer, in time order
+// (RFC 3339 UTC timestamps of one format compare as strings).
 void print_human(const LogContents& log, std::size_t first) {
   RenderStyle style = RenderStyle::for_stdout();
   std::string window_start = start_time(log.exchanges[first]);
+  std::vector<const LoggedExchange*> risky_watched;
+  for (const LoggedExchange& e : log.watched) {
+    if (carries_risk(e) && start_time(e) >= window_start) risky_watched.push_back(&e);
+  }
+  std::stable_sort(risky_watched.begin(), risky_watched.end(),
+                   [](const LoggedExchange* a, const LoggedExchange* b) { return start_time(*a) < start_time(*b); });
   std::size_t down = 0;
-  auto print_downs_before = [&](const std::string& ts, bool all) {
-    for (; down < log.server_downs.size(); ++down) {
-      const std::string down_ts = ts_of(log.server_downs[down]);
-      if (!all && down_ts >= ts) break;
-      if (down_ts >= window_start) fmt::print("{}\n", render_server_down(log.server_downs[down], style));
+  std::size_t watched = 0;
+  auto print_others_before = [&](const std::string& ts, bool all) {
+    for (;;) {
+      const bool down_next = down < log.server_downs.size() && (all || ts_of(log.server_downs[down]) < ts);
+      const bool watched_next = watched < risky_watched.size() && (all || start_time(*risky_watched[watched]) < ts);
+      if (!down_next && !watched_next) return;
+      if (watched_next && (!down_next || start_time(*risky_watched[watched]) <= ts_of(log.server_downs[down]))) {
+        fmt::print("{}\n", render_exchange(*risky_watched[watched++], Detail::brief, style));
+      } else {
+        const nlohmann::json& record = log.server_downs[down++];
+        if (ts_of(record) >= window_start) fmt::print("{}\n", render_server_down(record, style));
+      }
     }
   };
   for (std::size_t i = first; i < log.exchanges.size(); ++i) {
-    print_downs_before(start_time(log.exchanges[i]), false);
+    print_others_before(start_time(log.exchanges[i]), false);
     fmt::print("{}\n", render_exchange(log.exchanges[i], Detail::brief, style));
   }
-  print_downs_before({}, true);
+  print_others_before({}, true);
 }
 
 // Prints what `tail` reads, one record at a time. Keeps the requests it has printed until
-// their exchange ends, to give the end block its model and to skip rotation copies.
+// their exchange ends, to give the end block its model and to skip rotation copies. Of the
+// watched log (other paths, possibly a flood) only requests with a known risk are shown,
+// and how they end.
 class TailPrinter {
  public:
-  void on_line(const std::string& line) {
+  void on_line(const std::string& line, bool from_watched_log = false) {
     nlohmann::json record = nlohmann::json::parse(line, nullptr, false);
     if (record.is_discarded() || !record.is_object()) return;  // `last` reports bad lines
     std::string type = string_of(record, "type");
     std::string id = string_of(record, "id");
+    if (from_watched_log && !(type == "request" ? has_risks(record) : open_.count(id) > 0)) return;
     if (type == "request" && !id.empty()) {
       on_request(std::move(record), id);
     } else if (type == "exchange" && !id.empty()) {
@@ -83,6 +106,11 @@ class TailPrinter {
   }
 
  private:
+  static bool has_risks(const nlohmann::json& record) {
+    auto it = record.find("risks");
+    return it != record.end() && it->is_array() && !it->empty();
+  }
+
   static std::string string_of(const nlohmann::json& record, const char* key) {
     auto it = record.find(key);
     return it != record.end() && it->is_string() ? it->get<std::string>() : std::string();
@@ -195,12 +223,15 @@ int command_tail(const Options& options) {
   install_stop_handlers();
   try {
     LogFollower follower(options.log_dir);
+    LogFollower watched(options.log_dir, LogFollower::Start::at_end, kWatchedLogName);
     // Said once the follower is positioned: whatever is appended from now on is shown.
-    fmt::print(stderr, "chatcap: following {} (Ctrl-C to stop)\n", follower.path());
+    fmt::print(stderr, "chatcap: following {} (and the requests of {} with a known risk; Ctrl-C to stop)\n",
+               follower.path(), watched.path());
     std::fflush(stderr);
     TailPrinter printer;
     while (g_stop_tail == 0) {
       for (const std::string& line : follower.poll()) printer.on_line(line);
+      for (const std::string& line : watched.poll()) printer.on_line(line, true);
       std::fflush(stdout);
       sleep_ms(kTailPollMs);
     }

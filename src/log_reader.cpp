@@ -370,7 +370,7 @@ nlohmann::json suspects_json(const nlohmann::json& server_down, const LogContent
 
 // ---- LogFollower ----
 
-LogFollower::LogFollower(std::string dir, Start start) : path_(file_in(dir, kCurrentLogName)) {
+LogFollower::LogFollower(std::string dir, Start start, const char* name) : path_(file_in(dir, name)) {
   check_log_dir(dir);
   open_current(start);
 }

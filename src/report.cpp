@@ -148,9 +148,11 @@ const json& origin_of(const LoggedExchange& e) { return e.request.is_null() ? e.
 
 void put_header_line(Out& out, const LoggedExchange& e) {
   const json& origin = origin_of(e);
-  out.line(out.paint(sgr::bold, fmt::format("━━ {}  {} → {}  id {}", display_time(text_of(origin, "ts")),
-                                            escape_control(text_of(origin, "client")),
-                                            escape_control(text_of(origin, "server")), escape_control(e.id))));
+  std::string line = out.paint(sgr::bold, fmt::format("━━ {}  {} → {}  id {}", display_time(text_of(origin, "ts")),
+                                                     escape_control(text_of(origin, "client")),
+                                                     escape_control(text_of(origin, "server")), escape_control(e.id)));
+  if (is_true(origin, "watched_only")) line += "  " + out.paint(sgr::dim, "(watched: a POST outside --endpoint)");
+  out.line(line);
 }
 
 std::string state_text(const Out& out, const json& exchange) {
@@ -219,6 +221,31 @@ void put_summary(Out& out, const LoggedExchange& e) {
     }
   }
   if (!summary.empty()) out.line("  " + summary);
+}
+
+// "structured_output_without_constraint, too_many_logit_bias": the ids of a request's risks.
+std::string risk_ids_text(const json& request) {
+  const json* risks = field(request, "risks");
+  if (risks == nullptr || !risks->is_array()) return {};
+  std::string text;
+  for (const json& r : *risks) {
+    std::string id = r.is_object() ? text_of(r, "id") : std::string();
+    if (!id.empty()) text += (text.empty() ? "" : ", ") + escape_control(id);
+  }
+  return text;
+}
+
+// One line per known engine killer the request carries: what it is and where it is known.
+void put_risks(Out& out, const json& request) {
+  const json* risks = field(request, "risks");
+  if (risks == nullptr || !risks->is_array()) return;
+  for (const json& r : *risks) {
+    if (!r.is_object()) continue;
+    out.line("  " + out.paint(sgr::bold_red, fmt::format("⚠ known engine killer {}: {} ({})",
+                                                          escape_control(text_of(r, "id")),
+                                                          escape_control(text_of(r, "why")),
+                                                          escape_control(text_of(r, "ref")))));
+  }
 }
 
 void put_timing(Out& out, const json& exchange) {
@@ -448,6 +475,7 @@ std::string suspect_block(const json& s, const LoggedExchange* e, std::size_t ra
     return out.take();
   }
   put_request_line(out, *e, Detail::brief);
+  put_risks(out, e->request);
   put_summary(out, *e);
   put_structured_output_line(out, *e, id);
   put_timing(out, e->exchange);
@@ -617,6 +645,7 @@ std::string render_exchange(const LoggedExchange& e, Detail detail, const Render
   bool full = detail == Detail::full;
   put_header_line(out, e);
   put_request_line(out, e, detail);
+  put_risks(out, e.request);
   put_summary(out, e);
   put_timing(out, e.exchange);
   put_anomalies_and_errors(out, e);
@@ -639,6 +668,9 @@ std::string render_request_line(const json& request, const RenderStyle& style) {
   const json* summary = field(request, "summary");
   if (summary != nullptr && field(*summary, "structured_output") != nullptr) {
     line += "  " + out.paint(sgr::magenta, "structured output");
+  }
+  if (std::string risks = risk_ids_text(request); !risks.empty()) {
+    line += "  " + out.paint(sgr::bold_red, "⚠ known engine killer: " + risks);
   }
   line += fmt::format("  {}  (id {})", escape_control(text_of(request, "client")),
                       out.paint(sgr::bold, escape_control(text_of(request, "id"))));

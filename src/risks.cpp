@@ -94,15 +94,15 @@ const RiskEntry kTable[] = {
      "response_format {\"type\": \"text\"}",
      "0.11.0 (fixed by vllm-project/vllm#26822, 2025-10)",
      "vllm-project/vllm#26639",
-     "on vLLM 0.11.0 a response_format of type text becomes a structured-output request with nothing set, which "
-     "raises inside EngineCore and takes the engine down",
+     "on vLLM 0.11.0 a response_format of type text is turned into a structured-output request with no "
+     "constraint, which raises \"No valid structured output parameter found\" inside EngineCore and takes it down",
      [](const RiskInput& r) { return r.response_format_type == "text"; }},
     {"json_object_with_required_tool_choice",
      "response_format {\"type\": \"json_object\"} together with tool_choice \"required\"",
      "before vllm-project/vllm#32127 (2026-01)",
      "vllm-project/vllm#32127",
-     "json_object output combined with forced tool calling gives the engine two conflicting constraints and "
-     "crashes it (upstream issue vllm-project/vllm#32006)",
+     "json_object output combined with a required tool call crashes the engine (reported as "
+     "vllm-project/vllm#32006, fixed by this pull request)",
      [](const RiskInput& r) {
        return r.response_format_type == "json_object" && r.tool_choice == "required";
      }},

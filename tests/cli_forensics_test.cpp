@@ -546,3 +546,81 @@ TEST_CASE("show --curl: the command's shape", "[cli_forensics]") {
     CHECK_THAT(refused.err, Catch::Contains("cannot be replayed with curl"));
   }
 }
+
+TEST_CASE("cli: a killer on another endpoint — suspects, show, --body and --curl from the watched log or its pinned copy",
+          "[cli_forensics]") {
+  TempDir dir;
+  const std::string killer_body =
+      R"({"model":"m","prompt":"Answer in JSON.","max_tokens":5,"structured_outputs":{"json_object":false}})";
+  json killer = request_record("k1ller", killer_body, "127.0.0.1:8077",
+                               json::array({json::array({"Host", "127.0.0.1:8077"}),
+                                            json::array({"Content-Type", "application/json"})}),
+                               "/v1/completions");
+  killer["watched_only"] = true;
+  killer["risks"] = json::array({{{"id", "structured_output_without_constraint"},
+                                  {"why", "no usable constraint"},
+                                  {"ref", "vllm-project/vllm#45346"}}});
+  json pinned = killer;
+  pinned["pinned"] = true;
+  json killer_end = exchange_record("k1ller", "aborted", {"server_down"});
+  killer_end["watched_only"] = true;
+  json s = suspect("k1ller", "carries a known engine killer: structured_output_without_constraint", 0);
+  s["watched_only"] = true;
+  s["target"] = "/v1/completions";
+  write_lines(dir.file(kCurrentLogName),
+              {request_record("chat1", R"({"model":"m","messages":[]})"), pinned,
+               server_down("2026-11-24T15:21:54.000000Z", "engine_dead",
+                           {s, suspect("chat1", "no token received", 0)})});
+  write_lines(dir.file(kWatchedLogName), {killer, killer_end});
+
+  for (bool watched_log_gone : {false, true}) {
+    INFO("watched log gone: " << watched_log_gone);
+    if (watched_log_gone) std::filesystem::remove(dir.file(kWatchedLogName));
+    CommandResult r = run_command({CHATCAP_BINARY, "suspects", "--json", "--log-dir", dir.path()});
+    REQUIRE(r.exit_code == 0);
+    json out = json::parse(r.out);
+    REQUIRE(out["suspects"].size() == 2);
+    CHECK(out["suspects"][0]["id"] == "k1ller");
+    CHECK(out["suspects"][0]["request"]["target"] == "/v1/completions");
+    CHECK(out["suspects"][0]["request"]["body"] == killer_body);
+    CHECK(out["suspects"][0]["exchange"].is_null() == watched_log_gone);
+    CHECK(out["suspects"][1]["request"]["id"] == "chat1");
+
+    CommandResult body = run_command({CHATCAP_BINARY, "show", "k1ller", "--body", "--log-dir", dir.path()});
+    CHECK(body.exit_code == 0);
+    CHECK(body.out == killer_body);
+    CommandResult curl = run_command({CHATCAP_BINARY, "show", "k1l", "--curl", "--log-dir", dir.path()});
+    CHECK(curl.exit_code == 0);
+    CHECK_THAT(curl.out, Catch::Contains("'http://127.0.0.1:8077/v1/completions'"));
+    CommandResult text = run_command({CHATCAP_BINARY, "suspects", "--log-dir", dir.path()});
+    CHECK_THAT(text.out, Catch::Contains("#1 of 2  id k1ller") &&
+                             Catch::Contains("known engine killer structured_output_without_constraint"));
+  }
+  // `last` shows the ring (chat1), and the watched-only killer beside it, marked.
+  write_lines(dir.file(kWatchedLogName), {killer, killer_end});
+  CommandResult last = run_command({CHATCAP_BINARY, "last", "--log-dir", dir.path()});
+  CHECK(last.exit_code == 0);
+  CHECK_THAT(last.out, Catch::Contains("id chat1") && Catch::Contains("id k1ller") &&
+                           Catch::Contains("(watched: a POST outside --endpoint)") &&
+                           Catch::Contains("⚠ known engine killer structured_output_without_constraint"));
+  CommandResult last_json = run_command({CHATCAP_BINARY, "last", "--json", "--log-dir", dir.path()});
+  CHECK(json_lines(last_json.out).size() == 1);  // --json: the ring only, as before
+}
+
+TEST_CASE("cli: risks lists the table, as text and as JSON Lines", "[cli_forensics]") {
+  CommandResult text = run_command({CHATCAP_BINARY, "risks"});
+  CHECK(text.exit_code == 0);
+  CHECK_THAT(text.out, Catch::Contains("structured_output_without_constraint  (vllm-project/vllm#45346)"));
+  CommandResult lines = run_command({CHATCAP_BINARY, "risks", "--json"});
+  CHECK(lines.exit_code == 0);
+  std::vector<json> entries = json_lines(lines.out);
+  REQUIRE(entries.size() >= 8);
+  for (const json& e : entries) {
+    CHECK(e.contains("id"));
+    CHECK(e.contains("ref"));
+    CHECK(e.contains("versions"));
+    CHECK(e.contains("shape"));
+    CHECK(e.contains("why"));
+  }
+  CHECK_THAT(run_command({CHATCAP_BINARY, "risks", "--help"}).out, Catch::Contains("Example"));
+}

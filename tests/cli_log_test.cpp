@@ -278,3 +278,32 @@ TEST_CASE("cli: tail stops cleanly on SIGINT too", "[cli_log]") {
   REQUIRE(tail.wait_for(false, "following"));
   CHECK(tail.stop(SIGINT) == 0);
 }
+
+TEST_CASE("cli: tail shows the watched log's requests that carry a known risk, and how they end", "[cli_log]") {
+  TempDir dir;
+  Background tail({CHATCAP_BINARY, "tail", "--log-dir", dir.path()});
+  REQUIRE(tail.wait_for(false, "following"));
+  auto watched = [](const std::string& id, bool risky) {
+    json r = json::parse(request_line(id, R"({"input":"x"})"));
+    r["target"] = "/v1/embeddings";
+    r["watched_only"] = true;
+    if (risky) {
+      r["target"] = "/v1/completions";
+      r["risks"] = json::array({{{"id", "too_many_logit_bias"}, {"why", "w"}, {"ref", "vllm-project/vllm#55164"}}});
+    }
+    return r.dump() + "\n";
+  };
+  auto watched_end = [](const std::string& id) {
+    json r = json::parse(exchange_line(id, "ended " + id));
+    r["watched_only"] = true;
+    return r.dump() + "\n";
+  };
+  append_file(dir.file(kWatchedLogName), watched("plain1", false) + watched_end("plain1") + watched("risky1", true));
+  REQUIRE(tail.wait_for(true, "(id risky1)"));
+  append_file(dir.file(kWatchedLogName), watched_end("risky1"));
+  REQUIRE(tail.wait_for(true, "ended risky1"));
+  CHECK(tail.stop(SIGTERM) == 0);
+  const std::string out = tail.out();
+  CHECK_THAT(out, Catch::Contains("→ POST /v1/completions") && Catch::Contains("⚠ known engine killer: too_many_logit_bias"));
+  CHECK_THAT(out, !Catch::Contains("plain1"));  // a flood of other requests is not shown one by one
+}

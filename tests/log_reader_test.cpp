@@ -397,3 +397,27 @@ TEST_CASE("log: what the real log writer leaves through rotations reads back who
   CHECK(exchange_ids == std::vector<std::string>{"a", "c", "d", "e", "b", "f", "h"});
   CHECK(request_ids == std::set<std::string>{"a", "b", "c", "d", "e", "f", "g", "h"});
 }
+
+TEST_CASE("log reader: watched-only records join apart from the ring, pinned copies with them", "[log_reader]") {
+  TempDir dir;
+  auto watched = [](std::string line, bool pinned = false) {
+    json r = json::parse(line);
+    r["watched_only"] = true;
+    if (pinned) r["pinned"] = true;
+    return r.dump() + "\n";
+  };
+  write_file(dir.file(kPreviousLogName), request_line("a") + exchange_line("a"));
+  write_file(dir.file(kCurrentLogName), request_line("b") + watched(request_line("w2"), true));
+  write_file(dir.file(kPreviousWatchedLogName), watched(request_line("w1")) + watched(exchange_line("w1")));
+  write_file(dir.file(kWatchedLogName), watched(request_line("w2")) + watched(exchange_line("w2")));
+  LogContents log = read_log(dir.path());
+  CHECK(ids_of(log) == std::vector<std::string>{"a", "b"});
+  REQUIRE(log.watched.size() == 2);
+  CHECK(log.watched[0].id == "w2");  // first seen as the pinned copy in the ring
+  CHECK(log.watched[0].request.value("pinned", false));  // the first copy wins
+  CHECK(log.watched[0].exchange["state"] == "complete");
+  CHECK(log.watched[1].id == "w1");
+  CHECK(&find_exchange(log, "w1", dir.path()) == &log.watched[1]);
+  CHECK(&find_exchange(log, "b", dir.path()) == &log.exchanges[1]);
+  CHECK_THROWS_AS(find_exchange(log, "w", dir.path()), LogError);  // ambiguous across both
+}

@@ -4,6 +4,7 @@
 
 #include <sys/stat.h>
 
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -12,7 +13,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "chatcap/log_reader.hpp"
 #include "chatcap/log_writer.hpp"
+#include "chatcap/pipeline.hpp"
 #include "support/records.hpp"
 
 using namespace chatcap;
@@ -266,4 +269,156 @@ TEST_CASE("log writer: a batch that cannot be written is undone and counted, rec
   auto current = lines_of(path);
   CHECK(ids_of(current, "request") == std::set<std::string>{"ok"});
   CHECK(ids_of(current, "exchange") == std::set<std::string>{"lost2", "ok"});
+}
+
+TEST_CASE("log files: watched-only records in watched.jsonl on their own bound; pinned copies in the ring, uncounted",
+          "[log_writer]") {
+  TempDir dir;
+  LogWriterConfig config;
+  config.dir = dir.file("log");
+  config.keep = 3;
+  LogFiles files(config, 2);
+  auto watched_request = [](const std::string& id) {
+    return nlohmann::ordered_json{{"type", "request"}, {"id", id}, {"watched_only", true}}.dump() + "\n";
+  };
+  for (int i = 0; i < 3; ++i) {
+    std::string id = "c" + std::to_string(i);
+    files.write_record(RecordType::request, id, request_line(id));
+    files.write_record(RecordType::exchange, id, exchange_line(id));
+  }
+  // A flood of other requests: the ring does not move.
+  for (int i = 0; i < 50; ++i) {
+    std::string id = "w" + std::to_string(i);
+    files.write_record(RecordType::watched_request, id, watched_request(id));
+    files.write_record(RecordType::watched_exchange, id, exchange_line(id));
+  }
+  // As the recorder writes it beside a server_down record.
+  const std::string pinned =
+      nlohmann::ordered_json{{"type", "request"}, {"id", "w7"}, {"watched_only", true}, {"pinned", true}}.dump() + "\n";
+  files.write_record(RecordType::pinned_request, "w7", pinned);
+  CHECK(files.ring().rotations() == 0);
+  CHECK(files.ring().exchanges_in_current() == 3);  // the pinned copy is not an exchange of the ring
+  auto ring = lines_of(dir.file("log/exchanges.jsonl"));
+  CHECK(ids_of(ring, "request") == std::set<std::string>{"c0", "c1", "c2", "w7"});
+  // The watched log keeps 2..4 of its own.
+  auto watched = lines_of(dir.file("log/watched.jsonl"));
+  auto watched_previous = lines_of(dir.file("log/watched.jsonl.1"));
+  CHECK(ids_of(watched, "request") == std::set<std::string>{"w48", "w49"});
+  CHECK(ids_of(watched_previous, "request") == std::set<std::string>{"w46", "w47"});
+  REQUIRE(files.watched() != nullptr);
+  CHECK(files.watched()->rotations() == 24);
+  {
+    // A restart on the same directory counts the ring's exchanges: still not the pinned copy.
+    LogFiles again(config, 2);
+    CHECK(again.ring().exchanges_in_current() == 3);
+  }
+  // A new chat exchange rotates the ring by its own count.
+  files.write_record(RecordType::request, "c3", request_line("c3"));
+  CHECK(files.ring().rotations() == 1);
+
+  // --keep-watched 0: nothing of them is written.
+  TempDir other;
+  config.dir = other.file("log");
+  LogFiles none(config, 0);
+  none.write_record(RecordType::watched_request, "w", watched_request("w"));
+  CHECK(none.watched() == nullptr);
+  CHECK_FALSE(std::filesystem::exists(other.file("log/watched.jsonl")));
+}
+
+namespace {
+
+// Feeds a conversation's segments so far into the pipeline and forgets them (a flood of
+// 100,000 exchanges is not held in memory).
+void feed(chatcap::testing::TcpConversation& c, Pipeline& pipeline) {
+  for (const auto& seg : c.segments()) {
+    chatcap::testing::Packet p = chatcap::testing::render(seg, chatcap::testing::Link::ethernet);
+    pipeline.on_packet(p.ts, std::span<const std::uint8_t>(p.frame.data(), p.frame.size()), p.wire_len);
+  }
+  c.segments().clear();
+}
+
+std::string http_request(const std::string& target, const std::string& body) {
+  return "POST " + target + " HTTP/1.1\r\nHost: 127.0.0.1:8077\r\nContent-Type: application/json\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+std::string http_response(const std::string& body) {
+  return "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: " + std::to_string(body.size()) +
+         "\r\n\r\n" + body;
+}
+
+std::uint64_t bytes_in(const std::string& dir) {
+  std::uint64_t total = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) total += entry.file_size();
+  return total;
+}
+
+}  // namespace
+
+TEST_CASE("log files: a flood of 100,000 embeddings requests leaves the last N chat exchanges, on bounded disk",
+          "[log_writer][flood]") {
+  using chatcap::testing::TcpConversation;
+  TempDir dir;
+  LogWriterConfig log_config;
+  log_config.dir = dir.file("log");
+  log_config.keep = 20;
+  constexpr std::size_t kKeepWatched = 100;
+  LogFiles files(log_config, kKeepWatched);
+  PipelineConfig config;
+  config.flows.server_ports = {8077};  // default scope: the ring holds /v1/chat/completions
+  Pipeline pipeline(chatcap::testing::dlt_of(chatcap::testing::Link::ethernet), config, files);
+
+  const Endpoint server{IpAddress::v4(127, 0, 0, 1), 8077};
+  constexpr timestamp_us kStart = 1'795'600'000'000'000;
+  TcpConversation chat({IpAddress::v4(127, 0, 0, 1), 40000}, server, 1000, 2000, kStart);
+  std::vector<TcpConversation> flooders;
+  for (std::uint16_t i = 0; i < 4; ++i) flooders.emplace_back(Endpoint{IpAddress::v4(127, 0, 0, 1), static_cast<std::uint16_t>(41000 + i)}, server, 5000u + i, 9000u + i, kStart);
+  chat.handshake();
+  for (auto& f : flooders) f.handshake();
+  timestamp_us now = kStart;
+  auto catch_up = [&](TcpConversation& c) {
+    if (c.now() < now) c.advance(now - c.now());
+  };
+  const std::string embedding = R"({"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2,0.3,0.4]}],"model":"e5","usage":{"prompt_tokens":3,"total_tokens":3}})";
+  constexpr int kChats = 40;
+  constexpr int kFlood = 100'000;
+  int sent = 0;
+  for (int round = 0; round < kChats; ++round) {
+    catch_up(chat);
+    std::string body = R"({"model":"gpt-oss-120b","messages":[{"role":"user","content":"chat )" + std::to_string(round) + "\"}]}";
+    chat.client_send(http_request("/v1/chat/completions", body));
+    chat.server_send(http_response(R"({"choices":[{"index":0,"message":{"content":"answer )" + std::to_string(round) +
+                                   R"("},"finish_reason":"stop"}]})"));
+    now = chat.now();
+    feed(chat, pipeline);
+    for (int n = 0; n < kFlood / kChats; ++n, ++sent) {
+      TcpConversation& f = flooders[static_cast<std::size_t>(sent) % flooders.size()];
+      catch_up(f);
+      f.client_send(http_request("/v1/embeddings", R"({"model":"e5","input":"flood )" + std::to_string(sent) + "\"}"));
+      f.server_send(http_response(embedding));
+      now = f.now();
+      feed(f, pipeline);
+    }
+  }
+  pipeline.finish(now, ExchangeState::capture_stopped, "end");
+  REQUIRE(sent == kFlood);
+  CHECK(pipeline.stats().watched_requests == static_cast<std::uint64_t>(kFlood));
+
+  LogContents log = read_log(log_config.dir);
+  // The ring: the last chat exchanges, each whole, none pushed out by the flood.
+  REQUIRE(log.exchanges.size() >= 20);
+  CHECK(log.exchanges.size() <= 40);
+  for (std::size_t i = 0; i < log.exchanges.size(); ++i) {
+    const LoggedExchange& e = log.exchanges[i];
+    CHECK(e.request["target"] == "/v1/chat/completions");
+    CHECK(e.exchange["state"] == "complete");
+  }
+  CHECK_THAT(log.exchanges.back().request["body"].get<std::string>(), Catch::Contains("chat 39"));
+  // The watched log: the newest of the flood, kKeepWatched to 2×kKeepWatched of them.
+  CHECK(log.watched.size() >= kKeepWatched);
+  CHECK(log.watched.size() <= 2 * kKeepWatched);
+  CHECK_THAT(log.watched.back().request["body"].get<std::string>(), Catch::Contains("flood 99999"));
+  // Disk: 220 small exchanges' worth (~500 bytes of records each), not 100,000.
+  INFO("bytes on disk " << bytes_in(log_config.dir));
+  CHECK(bytes_in(log_config.dir) < 400'000);
 }

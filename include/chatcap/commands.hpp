@@ -31,5 +31,7 @@ int command_tail(const Options& options);
 int command_suspects(const Options& options);
 int command_show_curl(const Options& options);
 int command_show_body(const Options& options);
+// `risks [--json]`: the risk table (risks.hpp), for people or as JSON Lines.
+int command_risks(const Options& options);
 
 }  // namespace chatcap

@@ -108,7 +108,7 @@ std::vector<const LoggedExchange*> suspects_of(const nlohmann::json& server_down
 //    "suspects": [{"id", "why", "rank" (1 = likeliest), "request": {...}|null, "exchange": {...}|null}, ...]}
 nlohmann::json suspects_json(const nlohmann::json& server_down, const LogContents& log);
 
-// Follows `dir`/exchanges.jsonl like `tail -F`: yields each complete line appended to it,
+// Follows `dir`/exchanges.jsonl (or `name`) like `tail -F`: yields each complete line appended to it,
 // surviving rotation (renamed to .1, a new file created: the old file is read to its end
 // before switching) and truncation (read again from the start). Poll-based: call poll()
 // every ~200 ms. A file that does not exist yet is waited for.
@@ -116,7 +116,7 @@ class LogFollower {
  public:
   enum class Start { at_end, at_beginning };
 
-  explicit LogFollower(std::string dir, Start start = Start::at_end);
+  explicit LogFollower(std::string dir, Start start = Start::at_end, const char* name = kCurrentLogName);
   ~LogFollower();
   LogFollower(const LogFollower&) = delete;
   LogFollower& operator=(const LogFollower&) = delete;
