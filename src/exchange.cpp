@@ -5,13 +5,17 @@
 namespace chatcap {
 
 std::string_view path_of(std::string_view target) {
-  // absolute-form ("http://host:port/path?q") → "/path"
-  if (std::size_t scheme = target.find("://"); scheme != std::string_view::npos && scheme < 8) {
-    std::size_t slash = target.find('/', scheme + 3);
-    target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+  // absolute-form ("http://host:port/path?q") → "/path"; origin-form starts with '/'.
+  if (!target.starts_with('/')) {
+    if (std::size_t scheme = target.substr(0, 16).find("://"); scheme != std::string_view::npos && scheme < 8) {
+      std::size_t slash = target.find('/', scheme + 3);
+      target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+    }
   }
-  std::size_t query = target.find_first_of("?#");
-  return query == std::string_view::npos ? target : target.substr(0, query);
+  for (std::size_t i = 0; i < target.size(); ++i) {
+    if (target[i] == '?' || target[i] == '#') return target.substr(0, i);
+  }
+  return target;
 }
 
 std::string_view find_header(const std::vector<Header>& headers, std::string_view name) {

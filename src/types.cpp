@@ -9,12 +9,6 @@
 
 namespace chatcap {
 
-bool iequals(std::string_view a, std::string_view b) {
-  auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
-  return a.size() == b.size() &&
-         std::equal(a.begin(), a.end(), b.begin(), [&](char x, char y) { return lower(x) == lower(y); });
-}
-
 IpAddress IpAddress::v6_loopback() {
   IpAddress ip;
   ip.family = 6;

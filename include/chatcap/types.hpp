@@ -15,8 +15,16 @@ namespace chatcap {
 
 using timestamp_us = std::int64_t;
 
-// ASCII case-insensitive equality, as HTTP compares header names and tokens.
-bool iequals(std::string_view a, std::string_view b);
+// ASCII case-insensitive equality, as HTTP compares header names and tokens. Inline: every
+// header of every record goes through it (credential names, content type).
+inline bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    auto lower = [](char c) { return static_cast<unsigned char>(c - 'A') < 26 ? static_cast<char>(c + 32) : c; };
+    if (a[i] != b[i] && lower(a[i]) != lower(b[i])) return false;
+  }
+  return true;
+}
 
 constexpr timestamp_us kMicrosPerSecond = 1'000'000;
 

@@ -32,10 +32,16 @@ Checked:
   also from the ring alone (a copy of the log directory without watched.jsonl*);
 * retries (x-stainless-retry-count 1, 2 on the wire; the SDK's attempt events) are on disk
   and never rank above the killer (nor any retry above what it repeats);
-* the 4 innocent in-flight streams are suspects, after the killer, with their tokens;
-  the warm-up is not; every suspect's request_ts < server_down.ts; no request complete at
-  or after server_down.ts is a suspect; no request SENT after the fake's death is a
-  suspect (by body and retry count, whatever its path);
+* the 4 innocent in-flight streams are suspects, after the killer, with their tokens
+  (token_events > 0: they received some, on every dialect); the warm-up is not;
+* the moment of death: tcpdump runs beside chatcap; the first sign of the death on the wire
+  (crash: the server's first FIN/RST on a connection its client had not closed;
+  engine_dead: the first server packet naming the dead engine) must be server_down.ts
+  (within 0.5 ms); every suspect's request_ts < server_down.ts; no request complete at or
+  after server_down.ts is a suspect; no request SENT after the death showed on the wire is
+  a suspect (by label and retry count, whatever its path).  Requests sent between the
+  fake's own death event and the wire's (a process exit takes ~2-4 ms to close its sockets,
+  the kernel still accepts connections meanwhile) are reported, not checked;
 * ``chatcap show KILLER --body`` prints the exact bytes, ``--curl`` names the killer's path,
   ``chatcap suspects`` (text) names the killer first.
 
@@ -50,6 +56,7 @@ import hashlib
 import json
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import threading
@@ -262,6 +269,78 @@ def first_seen_shas(log_dir: Path, label: str) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------------------
+# The death on the wire (tcpdump), independent of chatcap
+# --------------------------------------------------------------------------------------
+
+DEAD_ENGINE_TEXT = (b"EngineCore encountered an issue", b"EngineDeadError")
+
+
+def pcap_packets(path: Path):
+    """(ts, src_port, dst_port, tcp_flags, payload) of the IPv4/IPv6 TCP packets of a
+    classic pcap file (Ethernet, Linux cooked v1/v2 or raw IP link types)."""
+    data = path.read_bytes()
+    if len(data) < 24:
+        return
+    magic = data[:4]
+    if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
+        endian = "<"
+    elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
+        endian = ">"
+    else:
+        raise ValueError(f"{path}: not a classic pcap file (magic {magic!r})")
+    nano = magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+    linktype = struct.unpack(endian + "I", data[20:24])[0]
+    off = 24
+    while off + 16 <= len(data):
+        sec, frac, incl, _orig = struct.unpack(endian + "IIII", data[off:off + 16])
+        pkt = data[off + 16:off + 16 + incl]
+        off += 16 + incl
+        ts = sec + frac / (1e9 if nano else 1e6)
+        if linktype == 1:           # Ethernet
+            l2, ethertype = 14, struct.unpack(">H", pkt[12:14])[0] if len(pkt) >= 14 else 0
+        elif linktype == 113:       # Linux cooked v1
+            l2, ethertype = 16, struct.unpack(">H", pkt[14:16])[0] if len(pkt) >= 16 else 0
+        elif linktype == 276:       # Linux cooked v2
+            l2, ethertype = 20, struct.unpack(">H", pkt[0:2])[0] if len(pkt) >= 20 else 0
+        elif linktype in (12, 101):  # raw IP
+            l2, ethertype = 0, 0x0800 if pkt and pkt[0] >> 4 == 4 else 0x86DD
+        else:
+            raise ValueError(f"{path}: link type {linktype} not handled")
+        ip = pkt[l2:]
+        if ethertype == 0x0800 and len(ip) >= 20 and ip[9] == 6:
+            tcp = ip[(ip[0] & 0x0F) * 4:]
+        elif ethertype == 0x86DD and len(ip) >= 40 and ip[6] == 6:
+            tcp = ip[40:]
+        else:
+            continue
+        if len(tcp) < 20:
+            continue
+        sport, dport = struct.unpack(">HH", tcp[:4])
+        yield ts, sport, dport, tcp[13], tcp[(tcp[12] >> 4) * 4:]
+
+
+def wire_death(pcap: Path, port: int, after: float, mode: str) -> tuple[float | None, str]:
+    """The first sign of the death on the wire after ``after``: in mode crash the first FIN
+    or RST from the server on a connection whose client had not closed first; in mode
+    engine_dead the first server packet naming the dead engine."""
+    client_fin: set[int] = set()
+    for ts, sport, dport, flags, payload in pcap_packets(pcap):
+        if dport == port:
+            if flags & 0x01:
+                client_fin.add(sport)
+            elif flags & 0x02:
+                client_fin.discard(sport)    # a new connection on a reused port
+            continue
+        if sport != port or ts < after:
+            continue
+        if mode == "crash" and flags & 0x05 and dport not in client_fin:
+            return ts, f"{'RST' if flags & 0x04 else 'FIN'} from the server to client port {dport}"
+        if mode == "engine_dead" and any(t in payload for t in DEAD_ENGINE_TEXT):
+            return ts, f"the dead engine named in a server packet to client port {dport}"
+    return None, "no sign of the death in the capture"
+
+
+# --------------------------------------------------------------------------------------
 # The flood around the death
 # --------------------------------------------------------------------------------------
 
@@ -331,7 +410,7 @@ class Flood:
         self.keepalive: list[Shot] = []
         self._next = 0
         self._lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._worker, daemon=True) for _ in range(6)]
+        self.threads = [threading.Thread(target=self._worker, daemon=True) for _ in range(10)]
         self.threads.append(threading.Thread(target=self._keepalive, daemon=True))
 
     def start(self) -> "Flood":
@@ -436,11 +515,16 @@ def scenario(ctx: Context, mode: str, api: str, stream: bool) -> None:
     tmp.mkdir()
     server = FakeServer(tmp, mode=mode, crash_delay_ms=CRASH_DELAY_MS, tcp_nodelay=1)
     live: DefaultChatcap | None = None
+    capture: harness.Tcpdump | None = None
     runs: list[SdkRun] = []
     flood: Flood | None = None
+    timer: threading.Timer | None = None
     try:
         server.start()
         base = server.base_url
+        pcap = tmp / "wire.pcap"
+        capture = harness.Tcpdump.for_port(pcap, server.port)
+        capture.start(probe=lambda: harness._probe(server))  # noqa: SLF001
         live = DefaultChatcap(ctx.chatcap, server.port, tmp / "log").start()
         log_dir = live.log_dir
 
@@ -452,9 +536,10 @@ def scenario(ctx: Context, mode: str, api: str, stream: bool) -> None:
         warm_done = warm.wait_done(30).get(warm_label) or {}
         if not warm_done.get("ok"):
             raise RuntimeError(f"the warm-up failed: {warm_done}")
-        if not wait_until(lambda: any(r.label == warm_label and r.id in lg.exchanges
-                                      for lg in [read_log(log_dir)]
-                                      for r in lg.requests.values()), 8, 0.05):
+        def warm_recorded() -> bool:
+            lg = read_log(log_dir)
+            return any(r.label == warm_label and r.id in lg.exchanges for r in lg.requests.values())
+        if not wait_until(warm_recorded, 8, 0.05):
             raise RuntimeError(f"chatcap recorded no exchange for the warm-up within 8 s; "
                                f"stderr: {live.stderr_text().strip()[-600:]}")
 
@@ -509,8 +594,9 @@ def scenario(ctx: Context, mode: str, api: str, stream: bool) -> None:
                             job(lb, sdk_api, **params(sdk_api, lb, False, **SDK_FLOOD))
                             for lb in labels], workdir=tmp))
                         runs.append(sdk_flood[-1])
-                    threading.Timer(max(0.0, t0 - 0.55 - time.time()),
-                                    lambda: [r.start() for r in sdk_flood]).start()
+                    timer = threading.Timer(max(0.0, t0 - 0.55 - time.time()),
+                                            lambda: [r.start() for r in sdk_flood])
+                    timer.start()
             death_ev = next((e for e in evs if e.get("event") in ("crash", "engine_dead")), None)
             if death_ev is not None:
                 break
@@ -577,13 +663,23 @@ def scenario(ctx: Context, mode: str, api: str, stream: bool) -> None:
         c.check(live.alive(), f"{what}: chatcap run died: {live.stderr_text().strip()[-500:]}")
         live.stop()
         c.equal(f"{what}: chatcap run exit status on SIGTERM", 0, live.returncode)
+        capture.stop()
+        capture = None
+        t_wire, wire_what = wire_death(pcap, server.port, poison_ev["t"], mode)
+        if t_wire is None:
+            raise RuntimeError(f"tcpdump saw no sign of the death: {wire_what}")
+        log(f"{what}: on the wire the death shows {(t_wire - t_death) * 1000:+.2f} ms after the "
+            f"fake's event: {wire_what}")
         lg = read_log(log_dir)
         c.check(not lg.bad, f"{what}: unreadable log lines: {lg.bad[:5]}")
 
-        check_scenario(ctx, what, mode, api, stream, server, lg, log_dir, t_death, poison_sha,
+        check_scenario(ctx, what, mode, api, stream, server, lg, log_dir, t_death, t_wire,
+                       wire_what, poison_sha,
                        killer, killer_label, done, innocent_labels, warm_label, flood,
                        sdk_flood)
     finally:
+        if timer:
+            timer.cancel()
         for r in runs:
             if r.proc is not None and r.proc.poll() is None:
                 r.proc.kill()
@@ -591,6 +687,8 @@ def scenario(ctx: Context, mode: str, api: str, stream: bool) -> None:
                 r.close(5)
             except Exception:  # noqa: BLE001
                 pass
+        if capture:
+            capture.stop()
         if live:
             live.stop()
         server.stop()
@@ -608,7 +706,8 @@ def describe_suspects(lg: Log, down: dict) -> str:
 
 
 def check_scenario(ctx: Context, what: str, mode: str, api: str, stream: bool,
-                   server: FakeServer, lg: Log, log_dir: Path, t_death: float, poison_sha: str,
+                   server: FakeServer, lg: Log, log_dir: Path, t_death: float, t_wire: float,
+                   wire_what: str, poison_sha: str,
                    killer: SdkRun, killer_label: str, done: dict[str, dict],
                    innocent_labels: list[str], warm_label: str, flood: Flood | None,
                    sdk_flood: list[SdkRun]) -> None:
@@ -645,7 +744,8 @@ def check_scenario(ctx: Context, what: str, mode: str, api: str, stream: bool,
     suspects = down.get("suspects") or []
     desc = describe_suspects(lg, down)
     log(f"{what}: server_down {down.get('kind')} at {down.get('ts')} "
-        f"({(ts_down or 0) - t_death:+.4f} s from the fake's event); evidence "
+        f"({((ts_down or 0) - t_death) * 1000:+.2f} ms from the fake's event, "
+        f"{((ts_down or 0) - t_wire) * 1000:+.3f} ms from the wire's); evidence "
         f"{down.get('evidence')}; suspects {desc}")
     if not c.check(ts_down is not None and suspects,
                    f"{what}: server_down has no ts or no suspects: {json.dumps(down)[:800]}"):
@@ -653,6 +753,11 @@ def check_scenario(ctx: Context, what: str, mode: str, api: str, stream: bool,
     c.check(ts_down >= t_death - 0.001,
             f"{what}: server_down.ts {down.get('ts')} is before the fake's death event "
             f"({t_death:.6f}): {ts_down - t_death:+.4f} s")
+    # The moment of death is the first evidence on the wire: not later (requests complete
+    # in between would be taken for suspects), not earlier.
+    c.check(abs(ts_down - t_wire) <= 0.0005,
+            f"{what}: server_down.ts {down.get('ts')} is {(ts_down - t_wire) * 1000:+.3f} ms from "
+            f"the first sign of the death on the wire (tcpdump: {wire_what} at {t_wire:.6f})")
 
     # -- the killer: suspect #1 ----------------------------------------------------------
     killer_recs = sorted(lg.by_sha(poison_sha), key=lambda r: (r.retry or 0, r.rec.get("seq", 0)))
@@ -747,15 +852,24 @@ def check_scenario(ctx: Context, what: str, mode: str, api: str, stream: bool,
                     f"but the client got tokens")
 
     # -- nothing sent after the death is a suspect -------------------------------------------
+    # "After the death": sent once the death showed on the wire (tcpdump), whatever the
+    # fake's own clock said. Requests sent between the fake's death event and that moment
+    # (a process exit takes a few ms to close its sockets; the kernel still accepts
+    # connections meanwhile) are a grey zone, reported below, not checked.
     sent_after: list[tuple[str, int | None, float]] = []   # (label, retry or None, sent at)
+    grey: list[tuple[str, int | None, float]] = []
     shots = flood.all_shots() if flood else []
     for s in shots:
-        if s.sent > t_death:
+        if s.sent > t_wire:
             sent_after.append((s.label, None, s.sent))
+        elif s.sent > t_death:
+            grey.append((s.label, None, s.sent))
     for run in sdk_flood + [killer]:
         for a in attempts(run):
-            if a.get("t", 0) > t_death + SDK_SLACK:
+            if a.get("t", 0) > t_wire + SDK_SLACK:
                 sent_after.append((a.get("label"), a.get("retry_count"), a["t"]))
+            elif a.get("t", 0) > t_death:
+                grey.append((a.get("label"), a.get("retry_count"), a["t"]))
     sent_after_keys = {(lb, rc) for lb, rc, _ in sent_after}
     for id_, i in rank.items():
         r = lg.requests.get(id_)
@@ -764,13 +878,17 @@ def check_scenario(ctx: Context, what: str, mode: str, api: str, stream: bool,
         key = (r.label, r.retry) if (r.label, r.retry) in sent_after_keys else (r.label, None)
         if key in sent_after_keys:
             t_sent = next(t for lb, rc, t in sent_after if (lb, rc) == key)
-            c.fail(f"{what}: {r.label} (retry {r.retry}) was sent {t_sent - t_death:+.4f} s after "
-                   f"the fake's death, yet it is suspect #{i} (request_ts "
-                   f"{suspects[i].get('request_ts')}, server_down.ts {down.get('ts')}): {desc}")
+            c.fail(f"{what}: {r.label} (retry {r.retry}) was sent {(t_sent - t_wire) * 1000:+.2f} ms "
+                   f"after the death showed on the wire ({wire_what}), yet it is suspect #{i} "
+                   f"(request_ts {suspects[i].get('request_ts')}, server_down.ts "
+                   f"{down.get('ts')}): {desc}")
+    grey_labels = {lb for lb, _, _ in grey}
+    grey_suspects = [f"{r.label}#{rank[r.id]}" for r in lg.requests.values()
+                     if r.id in rank and r.label in grey_labels]
     # how close after the death requests came (the acceptance: within milliseconds)
-    after_client = sorted(t - t_death for _, _, t in sent_after)
-    reached = sorted(e["t"] - t_death for e in events_of(server)
-                     if e.get("event") == "request" and e["t"] > t_death)
+    after_client = sorted(t - t_wire for _, _, t in sent_after)
+    reached = sorted(e["t"] - t_wire for e in events_of(server)
+                     if e.get("event") == "request" and e["t"] > t_wire)
     rec_after = sorted(x - ts_down for x in (lg.complete_at(i) for i in lg.requests)
                        if x is not None and x >= ts_down)
     ctx.notes.append(
@@ -779,9 +897,11 @@ def check_scenario(ctx: Context, what: str, mode: str, api: str, stream: bool,
         f"{len(reached)} reached the fake after it (first "
         f"+{reached[0] * 1000 if reached else float('nan'):.1f} ms), {len(rec_after)} records "
         f"complete after server_down.ts (first +{rec_after[0] * 1000 if rec_after else float('nan'):.1f} ms)"
-        f"; ring holds {lg.ring_requests} requests")
-    c.check(after_client and after_client[0] < 0.010,
-            f"{what} HARNESS: no request was sent within 10 ms after the death "
+        f"; ring holds {lg.ring_requests} requests; {len(grey)} sent between the fake's death "
+        f"event and the wire's ({(t_wire - t_death) * 1000:.2f} ms), suspects among them: "
+        f"{grey_suspects}")
+    c.check(after_client and after_client[0] < 0.020,
+            f"{what} HARNESS: no request was sent within 20 ms after the death "
             f"(first {after_client[:3]})")
     if mode == "engine_dead":
         c.check(reached and reached[0] < 0.020,
