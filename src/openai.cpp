@@ -1089,6 +1089,9 @@ void take_event(ChatAnswer& answer, std::string& scratch, ChunkShape& shape, con
   release_if_large(scratch);
   if (reader.carried_text()) note_token_event(answer, event.ts);
 
+  // When the stream first said it failed: a server death is dated by it, not by the events
+  // (`[DONE]`, a closing chunk) that may follow it in later packets.
+  if ((error_event || reader.saw_error()) && answer.error_ts == 0) answer.error_ts = event.ts;
   if (error_event && !reader.saw_error()) {
     // `event: error` whose data has no `error` object: the data is the error. Text that is
     // not JSON is kept as a JSON string.
@@ -1217,6 +1220,7 @@ void ChatAnswer::clear() {
   first_token_ts = 0;
   last_token_ts = 0;
   last_event_ts = 0;
+  error_ts = 0;
   token_gaps_us.clear();
 }
 

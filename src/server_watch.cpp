@@ -16,6 +16,10 @@ namespace {
 
 // A server close this close to a cut belongs to the same death (one exit closes every socket).
 constexpr timestamp_us kSameMoment = 200'000;
+// A close this close before the first cut is the same exit seen first: the kernel closes a
+// dead process's sockets within milliseconds. It dates the death (a coincidental idle
+// timeout 100 ms earlier must not: requests of those 100 ms would stop being suspects).
+constexpr timestamp_us kSameExit = 10'000;
 constexpr std::size_t kRecentCloses = 64;
 
 bool is_server_reason(CloseReason r) { return r == CloseReason::server_fin || r == CloseReason::server_rst; }
@@ -44,6 +48,10 @@ Suspect suspect_from(const Exchange& ex, timestamp_us end) {
   suspect.body_hash = std::hash<std::string_view>{}(ex.request.body.bytes);
   suspect.body_bytes = ex.request.body.total;
   suspect.retry_header = find_header(ex.request.headers, "x-stainless-retry-count");
+  // A dead process's kernel resets, rather than closes, a socket holding bytes it never
+  // read: a request cut by RST with no response byte was never read by the server.
+  suspect.unread_by_server = ex.close_reason == CloseReason::server_rst && ex.response.status == 0 &&
+                             ex.times.response_start == 0;
   suspect.exchange = &ex;
   return suspect;
 }
@@ -72,8 +80,10 @@ void rank_suspects(std::vector<Suspect>& suspects) {
   for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
   auto key = [&](std::size_t i) {
     const Suspect& l = suspects[leader[i]];
-    // risk first, then no token, then the most recent; then the leader itself, its retries in order
-    return std::tuple(l.risks == 0, l.token_events != 0, -l.request_end, l.seq, suspects[i].request_end, suspects[i].seq);
+    // risk first, then what the server read, then no token, then the most recent; then the
+    // leader itself, its retries in order
+    return std::tuple(l.risks == 0, l.unread_by_server, l.token_events != 0, -l.request_end, l.seq,
+                      suspects[i].request_end, suspects[i].seq);
   };
   std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return key(a) < key(b); });
   std::vector<Suspect> ranked;
@@ -92,6 +102,9 @@ std::string why_ranked(const Suspect& suspect, timestamp_us death) {
   std::vector<std::string> risks;
   for (const RiskEntry* risk : risks_in(suspect.risks)) risks.push_back(fmt::format("{} ({})", risk->id, risk->ref));
   if (!risks.empty()) parts.push_back(fmt::format("carries a known engine killer: {}", fmt::join(risks, ", ")));
+  if (suspect.unread_by_server) {
+    parts.push_back("reset by the server with no response: the request was never read (ranked after those it read)");
+  }
   parts.push_back(suspect.token_events == 0 ? std::string("no token received")
                                             : fmt::format("{} token event{} received", suspect.token_events,
                                                           suspect.token_events == 1 ? "" : "s"));
@@ -173,6 +186,9 @@ ServerWatch::Incident& ServerWatch::open_incident(ServerState& s, const Endpoint
     // Closes just before the first cut belong to it too (capture order within one exit).
     for (const auto& [when, client] : s.recent_closes) {
       if (ts - when <= kSameMoment) s.incident->closed_clients.insert(client);
+      if (ts - when <= kSameExit && std::string_view(kind) == "process_exit") {
+        s.incident->opened = std::min(s.incident->opened, when);
+      }
     }
   } else if (std::string_view(kind) == "engine_dead") {
     s.incident->kind = kind;  // the more specific diagnosis wins
@@ -216,7 +232,7 @@ void ServerWatch::on_exchange_end(Exchange& ex) {
 
   if ((cut || engine_text) && !s.down) {
     timestamp_us evidence_ts = end;
-    if (engine_text && ex.response.event_stream && ex.answer.last_event_ts != 0) evidence_ts = ex.answer.last_event_ts;
+    if (engine_text && ex.response.event_stream && ex.answer.error_ts != 0) evidence_ts = ex.answer.error_ts;
     if (engine_text && !ex.response.event_stream && ex.times.response_start != 0) evidence_ts = ex.times.response_start;
     Incident& incident = open_incident(s, ex.server, evidence_ts, engine_text ? "engine_dead" : "process_exit");
     incident.opened = std::min(incident.opened, evidence_ts);

@@ -253,10 +253,13 @@ TEST_CASE("openai: error objects in a stream", "[openai]") {
           R"({"object": "error", "message": "EngineCore encountered an issue.", "type": "InternalServerError", "param": null, "code": 500})");
     CHECK(answer.content == "par");
     CHECK(answer.bad_events == 0);
+    CHECK(answer.error_ts == 2);       // when the stream said it failed: a death is dated by it
+    CHECK(answer.last_event_ts == 3);  // not by the [DONE] after it
   }
   SECTION("event: error with a JSON object") {
-    const ChatAnswer answer = assemble({{1, R"({"message":"overloaded","code":503})", "error"}});
+    const ChatAnswer answer = assemble({{1, R"({"message":"overloaded","code":503})", "error"}, {2, "[DONE]"}});
     CHECK(answer.error_json == R"({"message":"overloaded","code":503})");
+    CHECK(answer.error_ts == 1);
   }
   SECTION("event: error with an error object inside") {
     const ChatAnswer answer = assemble({{1, R"({"error":{"message":"x"}})", "error"}});

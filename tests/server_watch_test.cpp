@@ -125,7 +125,7 @@ TEST_CASE("server watch: a dead engine — 500s after the death are flagged, not
   Exchange& killer = w.request("killer", kT0 + 400'000);
   timestamp_us death = kT0 + 450'000;
   stream.answer.error_json = R"({"message":"EngineCore encountered an issue. See stack trace","code":500})";
-  stream.answer.last_event_ts = death;
+  stream.answer.error_ts = stream.answer.last_event_ts = death;
   w.complete(stream, death + 10);
   w.complete(killer, death + 20, 500, R"({"error":{"message":"EngineDeadError"}})");
   w.watch.tick(death + 3 * kMicrosPerSecond);
@@ -169,7 +169,7 @@ TEST_CASE("server watch: requests complete after the first evidence are never su
   Exchange& late40 = w.request("late40", death + 40'000);
   Exchange& hanging = w.request("hanging", death + 50'000);  // still open at the decision
   stream.answer.error_json = R"({"message":"EngineCore encountered an issue.","code":500})";
-  stream.answer.last_event_ts = death;
+  stream.answer.error_ts = stream.answer.last_event_ts = death;
   w.complete(stream, death + 10);
   for (Exchange* late : {&late1, &late38, &late40}) {
     w.complete(*late, late->times.request_end + 900, 500, R"({"error":{"message":"EngineDeadError"}})");
@@ -318,4 +318,63 @@ TEST_CASE("server watch: watched-only requests are suspects; requests without a 
   CHECK(sinks.pointed_bodies == std::vector<std::string>{"o", "k", "c"});
   REQUIRE(sinks.order.size() == 4);
   CHECK(sinks.order[0] == "down");
+}
+
+TEST_CASE("server watch: an engine death is dated by the error event, not by the [DONE] after it", "[server_watch]") {
+  World w;
+  Exchange& killer = w.request("killer", kT0);
+  timestamp_us error_event = kT0 + 100'000;
+  killer.response.status = 200;
+  killer.response.event_stream = true;
+  killer.answer.error_json = R"({"message":"EngineCore encountered an issue.","code":500})";
+  killer.answer.error_ts = error_event;
+  killer.answer.last_event_ts = error_event + 3'000;  // [DONE], in a later packet
+  Exchange& between = w.request("between", error_event + 1'500);  // sent just after the error event
+  w.complete(between, error_event + 2'000, 500, R"({"error":{"message":"EngineDeadError"}})");
+  w.complete(killer, error_event + 3'000);
+  w.watch.tick(error_event + 3 * kMicrosPerSecond);
+  REQUIRE(w.sinks.downs.size() == 1);
+  CHECK(w.sinks.downs[0].ts == error_event);
+  CHECK(suspect_ids(w.sinks.downs[0]) == std::vector<std::string>{"killer"});
+}
+
+TEST_CASE("server watch: a process exit is dated by the first socket it closed, if just before the first cut",
+          "[server_watch]") {
+  for (timestamp_us lead : {2'000, 100'000}) {
+    INFO("idle connection closed " << lead << " us before the first cut");
+    World w;
+    Exchange& a = w.request("a", kT0);
+    Exchange& b = w.request("b", kT0 + 10'000);
+    timestamp_us cut = kT0 + 500'000;
+    Exchange& late = w.request("late", cut - 1'000);  // between the close and the cut
+    w.watch.on_server_closed(cut - lead, Endpoint{IpAddress::v4(127, 0, 0, 1), 50000}, kServer, false);
+    w.cut(a, cut);
+    w.cut(b, cut + 100);
+    w.cut(late, cut + 200);
+    w.watch.finish(cut + kMicrosPerSecond);
+    REQUIRE(w.sinks.downs.size() == 1);
+    if (lead == 2'000) {
+      CHECK(w.sinks.downs[0].ts == cut - lead);  // the same exit, seen first on the idle socket
+      CHECK(suspect_ids(w.sinks.downs[0]) == std::vector<std::string>{"b", "a"});
+    } else {
+      CHECK(w.sinks.downs[0].ts == cut);  // an idle timeout long before: not the moment of death
+      CHECK(suspect_ids(w.sinks.downs[0]) == std::vector<std::string>{"late", "b", "a"});
+    }
+  }
+}
+
+TEST_CASE("server watch: a request the dying server reset unread ranks after those it read", "[server_watch]") {
+  World w;
+  Exchange& killer = w.request("killer", kT0);              // read, no answer yet: cut by FIN
+  Exchange& unread = w.request("unread", kT0 + 200'000);    // arrived as the process was exiting
+  Exchange& stream = w.request("stream", kT0 + 100'000);
+  w.streamed_tokens(stream, kT0 + 110'000, 9);
+  timestamp_us death = kT0 + 201'000;
+  w.cut(unread, death, CloseReason::server_rst);
+  w.cut(killer, death + 10, CloseReason::server_fin);
+  w.cut(stream, death + 20, CloseReason::server_rst);  // a response had begun: it was read
+  w.watch.finish(death + kMicrosPerSecond);
+  REQUIRE(w.sinks.downs.size() == 1);
+  CHECK(suspect_ids(w.sinks.downs[0]) == std::vector<std::string>{"killer", "stream", "unread"});
+  CHECK_THAT(w.sinks.downs[0].suspects[2].why, Catch::Contains("never read"));
 }

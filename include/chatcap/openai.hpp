@@ -76,6 +76,7 @@ struct ChatAnswer {
   timestamp_us first_token_ts = 0;  // first event carrying content, reasoning or tool-call text
   timestamp_us last_token_ts = 0;
   timestamp_us last_event_ts = 0;
+  timestamp_us error_ts = 0;        // first event carrying an error object
   std::vector<std::uint32_t> token_gaps_us;  // gaps between token-bearing events, capped
   bool done = false;            // `data: [DONE]` seen
   bool text_truncated = false;  // some text field hit kMaxTextBytes, or kMaxToolCalls was hit

@@ -19,7 +19,9 @@
 // any endpoint; every request with a record, in the ring or watched-only, is one), and only
 // those complete before the first evidence: a request that arrived after it cannot have
 // caused it. Likeliest first: a request carrying a known engine killer (risks.hpp), then
-// those that got no token (a killer typically gets none), then the most recent. A retry
+// those the server read (a dying process's kernel resets connections holding requests it
+// never read), then those that got no token (a killer typically gets none), then the most
+// recent. A retry
 // of a request (the same target and body again, as SDKs resend on errors and timeouts)
 // ranks right after the request it repeats, never above it. After a death, exchanges that
 // fail because the server is still dead are flagged, never suspects; a successful response
@@ -54,6 +56,7 @@ struct Suspect {
   bool still_in_flight = false;    // had not ended when the death was decided
   bool watched_only = false;       // its records are in the watched log, not the ring
   std::uint32_t risks = 0;         // risk_table() bits its request matched
+  bool unread_by_server = false;   // cut by the server's RST before any response byte
   std::size_t body_hash = 0;       // with target and body size: what a retry repeats
   std::uint64_t body_bytes = 0;
   std::string retry_of;            // id of the earlier identical request it repeats, if any
