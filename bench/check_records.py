@@ -225,6 +225,10 @@ def _compare_exchange(e: dict, got: dict) -> list[str]:
                         f"expected {len(want['tool_calls'])}")
     else:
         for got_call, want_call in zip(calls, want["tool_calls"]):
+            # OpenAI's message shape ({"function": {"name", "arguments"}}); the flat shape of
+            # records before it is read too.
+            if isinstance(got_call, dict) and isinstance(got_call.get("function"), dict):
+                got_call = {**got_call, **got_call["function"]}
             for name in ("index", "id", "type", "name"):
                 if got_call.get(name) != want_call[name]:
                     problems.append(f"tool call {want_call['index']} {name} {got_call.get(name)!r}, "

@@ -4,36 +4,11 @@
 
 namespace chatcap {
 
-std::string_view path_of(std::string_view target) {
-  // absolute-form ("http://host:port/path?q") → "/path"; origin-form starts with '/'.
-  if (!target.starts_with('/')) {
-    if (std::size_t scheme = target.substr(0, 16).find("://"); scheme != std::string_view::npos && scheme < 8) {
-      std::size_t slash = target.find('/', scheme + 3);
-      target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
-    }
-  }
-  for (std::size_t i = 0; i < target.size(); ++i) {
-    if (target[i] == '?' || target[i] == '#') return target.substr(0, i);
-  }
-  return target;
-}
-
 std::string_view find_header(const std::vector<Header>& headers, std::string_view name) {
   for (const Header& h : headers) {
     if (iequals(h.name, name)) return h.value;
   }
   return {};
-}
-
-bool target_matches(std::string_view target, const std::vector<std::string>& endpoints) {
-  std::string_view path = path_of(target);
-  for (const std::string& prefix : endpoints) {
-    if (prefix == "/" || prefix.empty()) return true;
-    if (!path.starts_with(prefix)) continue;
-    // "/v1/chat/completions" covers "/v1/chat/completions/x", not "/v1/chat/completionsX".
-    if (path.size() == prefix.size() || prefix.back() == '/' || path[prefix.size()] == '/') return true;
-  }
-  return false;
 }
 
 std::string_view to_string(ExchangeState state) {

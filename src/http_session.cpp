@@ -347,7 +347,7 @@ void HttpSession::gap(Direction& d, timestamp_us ts, std::uint64_t bytes) {
 
 void HttpSession::feed_filler(Direction& d, std::uint64_t bytes) {
   d.feeding_filler = true;
-  if (!d.is_request && d.current && stream_owner_ == d.current) stream_->sse.on_gap();
+  if (!d.is_request && d.current && stream_owner_ == d.current) content_->gap();
   while (bytes > 0 && !d.resyncing) {
     std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(bytes, kFiller.size()));
     bytes -= n;
@@ -540,19 +540,20 @@ void HttpSession::record_request_now(Exchange& ex) {
   sink_.on_request_complete(ex);
 }
 
+ContentLayer& HttpSession::content() {
+  if (!content_) content_ = std::make_unique<ContentLayer>();
+  return *content_;
+}
+
 void HttpSession::end_stream_answer(Exchange& ex) {
   // Called once when the response ends, however it ends: the answer assembled so far is
   // the exchange's, and the session's decoder is free for the next response.
   if (ex.response.event_stream && stream_owner_ == &ex) {
-    stream_->sse.finish();
-    if (stream_->sse.discarded_tail_bytes() > 0) ex.add(Anomaly::sse_incomplete);
-    ex.answer = std::move(stream_->assembler.answer());
-    stream_->assembler.reset();
-    stream_->sse.reset();
+    if (content_->finish(ex.answer)) ex.add(Anomaly::sse_incomplete);
     stream_owner_ = nullptr;
   } else if (ex.kept() && !ex.response.event_stream && !ex.response.body.truncated &&
              !ex.response.body.bytes.empty()) {
-    assemble_chat_completion(ex.response.body.bytes, ex.answer);
+    content().read_body(ex.request.target, ex.response.body.bytes, ex.answer);
   }
   if (!ex.answer.error_json.empty() && ex.response.event_stream) ex.add(Anomaly::server_error_event);
 }
@@ -700,9 +701,7 @@ int HttpSession::on_headers_complete(llhttp_t* parser) {
   if (method == "HEAD") return 1;  // the headers describe a body that is not sent
   response.event_stream = starts_with_icase(find_header(response.headers, "content-type"), "text/event-stream");
   if (response.event_stream && ex->kept()) {
-    if (!stream_) stream_ = std::make_unique<StreamState>();
-    stream_->sse.reset();
-    stream_->assembler.reset();
+    content().begin(ex->request.target, true);
     stream_owner_ = ex;
   }
   d.in_known_length_body = (parser->flags & F_CONTENT_LENGTH) && !(parser->flags & F_CHUNKED);
@@ -724,7 +723,7 @@ void HttpSession::take_body(Direction& d, std::string_view bytes) {
     return;
   }
   ex->response.body.append(bytes, response_body_cap(*ex));
-  if (stream_owner_ == ex) stream_->sse.feed(now_, bytes, stream_->assembler);
+  if (stream_owner_ == ex) content_->feed(now_, bytes);
 }
 
 int HttpSession::on_chunk_header(llhttp_t* parser) {

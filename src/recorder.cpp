@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <simdjson.h>
 
+#include "chatcap/json_read.hpp"
 #include "chatcap/json_writer.hpp"
 #include "chatcap/risks.hpp"
 
@@ -97,19 +98,12 @@ void put_anomalies(JsonWriter& w, const Exchange& ex) {
   w.end_array();
 }
 
-bool is_valid_json(std::string_view text) {
-  // simdjson's DOM parser validates all of it, with the CPU's best kernel.
-  thread_local simdjson::dom::parser parser;
-  simdjson::dom::element ignored;
-  return parser.parse(text.data(), text.size(), true).get(ignored) == simdjson::SUCCESS;
-}
-
 // Raw JSON text read by simdjson's on-demand API, which does not validate what it skips:
 // embedded as a value only once it is known to be valid JSON, else kept as a string.
 void put_raw_or_null(JsonWriter& w, const std::string& text) {
   if (text.empty()) {
     w.null();
-  } else if (is_valid_json(text)) {
+  } else if (json_read::is_valid_json(text)) {
     w.raw(text);
   } else {
     w.string(text);
@@ -121,7 +115,14 @@ void put_summary(JsonWriter& w, const RequestSummary& s) {
   if (!s.model.empty()) w.field("model", s.model);
   if (s.stream) w.field("stream", *s.stream);
   if (s.max_tokens) w.field("max_tokens", *s.max_tokens);
-  w.field("messages", s.messages);
+  // What the request holds of the conversation, under its dialect's name.
+  if (s.input_items) {
+    w.field("input_items", *s.input_items);
+  } else if (s.prompts) {
+    w.field("prompts", *s.prompts);
+  } else {
+    w.field("messages", s.messages);
+  }
   if (s.n) w.field("n", *s.n);
   w.field("tools", s.tools);
   if (!s.structured_output_json.empty()) {
@@ -140,23 +141,60 @@ void put_risks(JsonWriter& w, std::uint32_t risks) {
   w.end_array();
 }
 
-void put_answer(JsonWriter& w, const ChatAnswer& a, bool streamed) {
-  w.key(streamed ? "sse" : "answer").begin_object();
-  if (streamed) w.field("events", a.events).field("done", a.done);
-  w.field("content", a.content).field("reasoning", a.reasoning);
+// Usage in tokens, normalised: input_tokens (prompt_tokens in chat and completions) and
+// output_tokens (completion_tokens), from what the reader set or else the dialect's object.
+struct Tokens {
+  std::optional<std::int64_t> input;
+  std::optional<std::int64_t> output;
+};
+
+Tokens tokens_of(const Answer& a) {
+  Tokens t{a.input_tokens, a.output_tokens};
+  if ((t.input && t.output) || a.usage_json.empty()) return t;
+  thread_local simdjson::dom::parser parser;
+  simdjson::dom::object usage;
+  if (parser.parse(a.usage_json.data(), a.usage_json.size(), true).get(usage) != simdjson::SUCCESS) return t;
+  auto first_of = [&](std::initializer_list<std::string_view> names) -> std::optional<std::int64_t> {
+    for (std::string_view name : names) {
+      std::int64_t value = 0;
+      if (usage[name].get(value) == simdjson::SUCCESS) return value;
+    }
+    return std::nullopt;
+  };
+  if (!t.input) t.input = first_of({"input_tokens", "prompt_tokens"});
+  if (!t.output) t.output = first_of({"output_tokens", "completion_tokens"});
+  return t;
+}
+
+// Tool calls in OpenAI's message shape, whatever the dialect: what `jq '.tool_calls[].function'`
+// expects.
+void put_tool_calls(JsonWriter& w, const std::vector<ToolCall>& calls) {
   w.key("tool_calls").begin_array();
-  for (const ToolCallDelta& call : a.tool_calls) {
+  for (const ToolCall& call : calls) {
     w.begin_object()
         .field("index", call.index)
         .field("id", call.id)
-        .field("type", call.type)
-        .field("name", call.name)
-        .field("arguments", call.arguments)
-        .end_object();
+        .field("type", call.type.empty() ? std::string_view("function") : std::string_view(call.type));
+    w.key("function").begin_object().field("name", call.name).field("arguments", call.arguments).end_object();
+    w.end_object();
   }
   w.end_array();
+}
+
+void put_answer(JsonWriter& w, const Answer& a, bool streamed) {
+  w.key(streamed ? "sse" : "answer").begin_object();
+  if (streamed) w.field("events", a.events).field("done", a.done);
+  if (a.dialect != Dialect::unknown) w.field("dialect", to_string(a.dialect));
+  w.field("content", a.content).field("reasoning", a.reasoning);
+  put_tool_calls(w, a.tool_calls);
   w.key("finish_reason");
   a.finish_reason.empty() ? w.null() : w.string(a.finish_reason);
+  if (!a.native_finish_reason.empty() && a.native_finish_reason != a.finish_reason) {
+    w.field("native_finish_reason", a.native_finish_reason);
+  }
+  const Tokens tokens = tokens_of(a);
+  if (tokens.input) w.field("input_tokens", *tokens.input);
+  if (tokens.output) w.field("output_tokens", *tokens.output);
   w.key("usage");
   put_raw_or_null(w, a.usage_json);
   w.key("error");
@@ -165,11 +203,6 @@ void put_answer(JsonWriter& w, const ChatAnswer& a, bool streamed) {
   if (a.bad_events > 0) w.field("bad_events", a.bad_events);
   if (a.text_truncated) w.field("text_truncated", true);
   w.end_object();
-}
-
-bool answer_has_something(const ChatAnswer& a) {
-  return !a.content.empty() || !a.reasoning.empty() || !a.tool_calls.empty() || !a.finish_reason.empty() ||
-         !a.error_json.empty() || !a.usage_json.empty();
 }
 
 void put_ms(JsonWriter& w, std::string_view name, timestamp_us from, timestamp_us to) {
@@ -189,7 +222,7 @@ void put_timing(JsonWriter& w, const Exchange& ex) {
   put_ms(w, "ttfb_ms", origin, t.response_start);
   put_ms(w, "ttft_ms", origin, ex.answer.first_token_ts);
   put_ms(w, "duration_ms", t.request_start, t.response_end);
-  const ChatAnswer::GapMedianP99 gaps = ex.answer.gap_p50_p99_us();
+  const Answer::GapMedianP99 gaps = ex.answer.gap_p50_p99_us();
   for (auto [name, value] : {std::pair{"itl_ms_p50", gaps.p50_us}, std::pair{"itl_ms_p99", gaps.p99_us}}) {
     w.key(name);
     value ? w.millis(*value) : w.null();
@@ -255,7 +288,7 @@ void format_exchange_record(const Exchange& ex, bool redact, std::string& out) {
   put_body(w, ex.response.body);
   if (ex.response.event_stream) {
     put_answer(w, ex.answer, true);
-  } else if (answer_has_something(ex.answer)) {
+  } else if (ex.answer.has_something()) {
     put_answer(w, ex.answer, false);
   }
   put_timing(w, ex);

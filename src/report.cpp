@@ -363,18 +363,31 @@ const json* answer_of(const json& exchange) {
 
 std::string answer_heading(const json& exchange, const json& answer) {
   std::string text;
+  // Every dialect's answer reads the same: its dialect named, its end and its tokens
+  // normalised (the dialect's own word for the end beside it).
+  const std::string dialect = text_of(answer, "dialect");
+  if (!dialect.empty()) text = escape_control(dialect) + ", ";
   if (field(exchange, "sse") != nullptr) {
-    text = fmt::format("streamed, {} events, {}", text_of(answer, "events"),
-                       is_true(answer, "done") ? "[DONE]" : "no [DONE]");
+    text += fmt::format("streamed, {} events, {}", text_of(answer, "events"),
+                        is_true(answer, "done") ? "ended" : "no end seen");
   } else {
-    text = "not streamed";
+    text += "not streamed";
   }
   if (field(answer, "finish_reason") != nullptr) {
     text += fmt::format("  finish_reason {}", escape_control(text_of(answer, "finish_reason")));
+    if (field(answer, "native_finish_reason") != nullptr) {
+      text += fmt::format(" ({})", escape_control(text_of(answer, "native_finish_reason")));
+    }
   }
-  if (const json* usage = field(answer, "usage"); usage != nullptr && usage->is_object()) {
-    text += fmt::format("  usage {} prompt + {} completion tokens", escape_control(text_of(*usage, "prompt_tokens")),
-                        escape_control(text_of(*usage, "completion_tokens")));
+  const json* usage = field(answer, "usage");
+  auto tokens = [&](const char* normalised, const char* chat_name) {
+    if (const json* n = field(answer, normalised)) return escape_control(dump(*n));
+    return usage != nullptr && usage->is_object() ? escape_control(text_of(*usage, chat_name)) : std::string();
+  };
+  const std::string in = tokens("input_tokens", "prompt_tokens");
+  const std::string out = tokens("output_tokens", "completion_tokens");
+  if (!in.empty() || !out.empty()) {
+    text += fmt::format("  usage {} in + {} out tokens", in.empty() ? "?" : in, out.empty() ? "?" : out);
   }
   if (is_true(answer, "text_truncated")) text += "  (text cut at the cap)";
   if (const json* bad = field(answer, "bad_events")) text += fmt::format("  {} unreadable events", dump(*bad));
@@ -385,10 +398,13 @@ void put_tool_calls(Out& out, const json& answer, bool full) {
   const json* calls = field(answer, "tool_calls");
   if (calls == nullptr || !calls->is_array()) return;
   for (const json& call : *calls) {
+    // OpenAI's message shape, {"function": {"name", "arguments"}}; older records had them flat.
+    const json* function = field(call, "function");
+    const json& named = function != nullptr && function->is_object() ? *function : call;
     out.labelled(fmt::format("tool call #{}", escape_control(text_of(call, "index"))),
-                 fmt::format("{}  id {}", escape_control(text_of(call, "name")), escape_control(text_of(call, "id"))),
+                 fmt::format("{}  id {}", escape_control(text_of(named, "name")), escape_control(text_of(call, "id"))),
                  sgr::cyan);
-    std::string arguments = text_of(call, "arguments");
+    std::string arguments = text_of(named, "arguments");
     if (!arguments.empty()) out.block(readable_body(arguments), full);
   }
 }

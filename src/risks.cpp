@@ -185,7 +185,7 @@ const RiskEntry* first_risk(std::uint32_t mask) {
 void RequestAnalyzer::on_request_complete(Exchange& exchange) {
   RequestPart& request = exchange.request;
   if (exchange.kept() && request.complete && !request.body.truncated && !request.body.bytes.empty()) {
-    auto summary = std::make_shared<RequestSummary>(summarize_chat_request(request.body.bytes));
+    auto summary = std::make_shared<RequestSummary>(summarize_request(request.body.bytes, dialect_of(request.target)));
     if (summary->json_valid) {
       request.risks = assess_risks(*summary, request.target);
       request.summary = std::move(summary);

@@ -4,10 +4,37 @@
 
 #include <algorithm>
 #include <ctime>
+#include <vector>
 
 #include <fmt/format.h>
 
 namespace chatcap {
+
+std::string_view path_of(std::string_view target) {
+  // absolute-form ("http://host:port/path?q") → "/path"; origin-form starts with '/'.
+  if (!target.starts_with('/')) {
+    if (std::size_t scheme = target.substr(0, 16).find("://"); scheme != std::string_view::npos && scheme < 8) {
+      std::size_t slash = target.find('/', scheme + 3);
+      target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+    }
+  }
+  for (std::size_t i = 0; i < target.size(); ++i) {
+    if (target[i] == '?' || target[i] == '#') return target.substr(0, i);
+  }
+  return target;
+}
+
+bool target_matches(std::string_view target, const std::vector<std::string>& endpoints) {
+  std::string_view path = path_of(target);
+  for (const std::string& prefix : endpoints) {
+    if (prefix == "/" || prefix.empty()) return true;
+    if (!path.starts_with(prefix)) continue;
+    // "/v1/chat/completions" covers "/v1/chat/completions/x", not "/v1/chat/completionsX".
+    if (path.size() == prefix.size() || prefix.back() == '/' || path[prefix.size()] == '/') return true;
+  }
+  return false;
+}
+
 
 IpAddress IpAddress::v6_loopback() {
   IpAddress ip;

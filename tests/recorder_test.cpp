@@ -70,7 +70,7 @@ Exchange watched_killer() {
   ex.request.body.total = ex.request.body.bytes.size();
   ex.recorded = false;
   ex.watched_only = true;
-  auto summary = std::make_shared<RequestSummary>(summarize_chat_request(ex.request.body.bytes));
+  auto summary = std::make_shared<RequestSummary>(summarize_request(ex.request.body.bytes, Dialect::completions));
   ex.request.risks = assess_risks(*summary, ex.request.target);
   ex.request.summary = summary;
   return ex;

@@ -19,7 +19,7 @@ constexpr const char* kMessages = "/v1/messages";
 
 // The ids a request body to `target` carries.
 std::set<std::string> risk_ids(const std::string& body, const char* target = kChat) {
-  const RequestSummary summary = summarize_chat_request(body);
+  const RequestSummary summary = summarize_request(body, dialect_of(target));
   REQUIRE(summary.json_valid);
   std::set<std::string> ids;
   for (const RiskEntry* risk : risks_in(assess_risks(summary, target))) ids.emplace(risk->id);

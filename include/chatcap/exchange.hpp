@@ -17,8 +17,8 @@
 #include <string_view>
 #include <vector>
 
-#include "chatcap/openai.hpp"
-#include "chatcap/sse.hpp"
+#include "chatcap/answer.hpp"
+#include "chatcap/request_summary.hpp"
 #include "chatcap/types.hpp"
 
 namespace chatcap {
@@ -54,12 +54,6 @@ std::vector<std::string_view> anomaly_names(std::uint32_t anomalies);
 // Who ended the connection under an unfinished exchange.
 enum class CloseReason : std::uint8_t { none, client_fin, client_rst, server_fin, server_rst };
 std::string_view to_string(CloseReason reason);
-
-// The path of a request target: origin-form or absolute-form ("http://host/p?q" → "/p"),
-// query and fragment cut.
-std::string_view path_of(std::string_view target);
-// True when the path of `target` is one of the endpoints or below one of them ("/" = all).
-bool target_matches(std::string_view target, const std::vector<std::string>& endpoints);
 
 struct Header {
   std::string name;   // as sent
@@ -133,7 +127,7 @@ struct Exchange {
   bool watched_only = false;
   ResponsePart response;
   ExchangeTimes times;
-  ChatAnswer answer;       // assembled chat answer (streamed or not), when the body is one
+  Answer answer;           // the answer assembled in its dialect (streamed or not), when the body is one
   ExchangeState state = ExchangeState::in_flight;
   std::uint32_t anomalies = 0;
   CloseReason close_reason = CloseReason::none;

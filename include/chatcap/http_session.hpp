@@ -31,9 +31,9 @@
 
 #include <llhttp.h>
 
+#include "chatcap/content.hpp"
 #include "chatcap/exchange.hpp"
 #include "chatcap/reassembler.hpp"
-#include "chatcap/sse.hpp"
 
 namespace chatcap {
 
@@ -174,6 +174,7 @@ class HttpSession {
   void release_held_upgrade_bytes(const Exchange& ex);
   void drain_pending_request_bytes();
   void end_stream_answer(Exchange& ex);
+  ContentLayer& content();
 
   Exchange& new_exchange(timestamp_us ts);
   void pop_front();
@@ -198,14 +199,10 @@ class HttpSession {
   Side client_side_{*this, true};
   Side server_side_{*this, false};
   timestamp_us now_ = 0;         // timestamp of the bytes being parsed
-  // The SSE decoder and assembler of the response being streamed; made on the first
-  // event-stream response, so connections that never stream do not carry them.
-  struct StreamState {
-    SseDecoder sse;
-    ChatStreamAssembler assembler;  // its answer is moved to the exchange at the end
-  };
-  std::unique_ptr<StreamState> stream_;
-  Exchange* stream_owner_ = nullptr;  // the exchange stream_ is assembling
+  // What reads response bodies in their dialect (content.hpp); made on the first body to
+  // read, so connections that never answer anything worth reading do not carry it.
+  std::unique_ptr<ContentLayer> content_;
+  Exchange* stream_owner_ = nullptr;  // the exchange whose event stream content_ is reading
   bool client_closed_ = false;
   bool server_closed_ = false;
   std::string pending_request_bytes_;  // held upgrade bytes released by a refusal, fed after the response parser returns

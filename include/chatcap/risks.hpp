@@ -9,7 +9,7 @@
 // risk_table() is the one list. Each entry has a stable id (a contract: records carry it),
 // the shape it matches, the vLLM versions upstream names, the upstream reference and a
 // one-line explanation; none is added without a reference checked against its upstream
-// thread. The shapes are matched on the request summary (openai.hpp), read once per request
+// thread. The shapes are matched on the request summary (request_summary.hpp), read once per request
 // by RequestAnalyzer, on every generation endpoint: the fields live at the top level of the
 // body in chat, completions, Responses and Anthropic Messages requests alike.
 //
@@ -25,7 +25,7 @@
 
 #include "chatcap/exchange.hpp"
 #include "chatcap/http_session.hpp"
-#include "chatcap/openai.hpp"
+#include "chatcap/request_summary.hpp"
 
 namespace chatcap {
 

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace chatcap {
 
@@ -27,6 +28,12 @@ inline bool iequals(std::string_view a, std::string_view b) {
 }
 
 constexpr timestamp_us kMicrosPerSecond = 1'000'000;
+
+// The path of a request target: origin-form or absolute-form ("http://host/p?q" → "/p"),
+// query and fragment cut.
+std::string_view path_of(std::string_view target);
+// True when the path of `target` is one of the endpoints or below one of them ("/" = all).
+bool target_matches(std::string_view target, const std::vector<std::string>& endpoints);
 
 struct IpAddress {
   std::uint8_t family = 4;               // 4 or 6

@@ -1,4 +1,5 @@
-#include "chatcap/openai.hpp"
+// Chat completions: the reader of streamed chunks and whole bodies, against vLLM's shapes.
+#include "chatcap/dialect/chat.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -25,8 +26,14 @@ struct TimedData {
   std::string type = "message";
 };
 
-ChatAnswer assemble(const std::vector<TimedData>& events) {
-  ChatStreamAssembler assembler;
+// A whole (non-streamed) body, as the content layer reads one.
+bool assemble_chat_completion(std::string_view body, Answer& out) {
+  ChatReader reader;
+  return reader.read_body(body, out);
+}
+
+Answer assemble(const std::vector<TimedData>& events) {
+  ChatReader assembler;
   for (const auto& e : events) {
     SseEvent event;
     event.ts = e.ts;
@@ -59,7 +66,7 @@ std::vector<TimedData> gpt_oss_stream() {
   };
 }
 
-void check_gpt_oss_answer(const ChatAnswer& answer) {
+void check_gpt_oss_answer(const Answer& answer) {
   CHECK(answer.model == "gpt-oss-120b");
   CHECK(answer.reasoning == "The user says hi.");
   CHECK(answer.content == "Caf\xC3\xA9 \"ol\xC3\xA9\"\nBye!");
@@ -84,8 +91,8 @@ std::string as_sse(const std::vector<TimedData>& events) {
 
 }  // namespace
 
-TEST_CASE("openai: vLLM gpt-oss stream with reasoning, content, usage and [DONE]", "[openai]") {
-  const ChatAnswer answer = assemble(gpt_oss_stream());
+TEST_CASE("chat: vLLM gpt-oss stream with reasoning, content, usage and [DONE]", "[chat]") {
+  const Answer answer = assemble(gpt_oss_stream());
   check_gpt_oss_answer(answer);
 
   SECTION("times: first event, first token, gaps between token events") {
@@ -105,11 +112,11 @@ TEST_CASE("openai: vLLM gpt-oss stream with reasoning, content, usage and [DONE]
   }
 }
 
-TEST_CASE("openai: the same stream through the SSE decoder, split at every byte", "[openai]") {
+TEST_CASE("chat: the same stream through the SSE decoder, split at every byte", "[chat]") {
   const std::string stream = as_sse(gpt_oss_stream());
   for (std::size_t split = 0; split <= stream.size(); ++split) {
     SseDecoder decoder;
-    ChatStreamAssembler assembler;
+    ChatReader assembler;
     decoder.feed(1, std::string_view(stream).substr(0, split), assembler);
     decoder.feed(2, std::string_view(stream).substr(split), assembler);
     INFO("split at " << split);
@@ -118,53 +125,8 @@ TEST_CASE("openai: the same stream through the SSE decoder, split at every byte"
   }
 }
 
-TEST_CASE("openai: percentiles over known gaps", "[openai]") {
-  ChatAnswer answer;
-  CHECK_FALSE(answer.gap_percentile_ms(50).has_value());
-  for (std::uint32_t gap_ms = 100; gap_ms >= 1; --gap_ms) answer.token_gaps_us.push_back(gap_ms * 1000);
-  CHECK(answer.gap_percentile_ms(50) == Approx(50.0));
-  CHECK(answer.gap_percentile_ms(90) == Approx(90.0));
-  CHECK(answer.gap_percentile_ms(99) == Approx(99.0));
-  CHECK(answer.gap_percentile_ms(99.5) == Approx(100.0));
-  CHECK(answer.gap_percentile_ms(-5) == Approx(1.0));
-  CHECK(answer.gap_percentile_ms(500) == Approx(100.0));
-  // Called on a const answer: the samples keep their order.
-  CHECK(answer.token_gaps_us.front() == 100000);
-}
-
-// The record's pair (one copy, the p99 selected among the samples above the median) agrees
-// with a full sort, whatever the count and however many samples are equal.
-TEST_CASE("openai: median and p99 together agree with a sorted copy", "[openai]") {
-  CHECK_FALSE(ChatAnswer{}.gap_p50_p99_us().p50_us.has_value());
-  CHECK_FALSE(ChatAnswer{}.gap_p50_p99_us().p99_us.has_value());
-  std::mt19937 random(7);
-  for (std::size_t samples = 1; samples <= 400; ++samples) {
-    for (std::uint32_t spread : {3u, 1000u}) {  // many equal samples, then few
-      ChatAnswer answer;
-      std::uniform_int_distribution<std::uint32_t> gap(0, spread);
-      for (std::size_t i = 0; i < samples; ++i) answer.token_gaps_us.push_back(gap(random) * 1000);
-      std::vector<std::uint32_t> sorted = answer.token_gaps_us;
-      std::sort(sorted.begin(), sorted.end());
-      auto nearest_rank_us = [&](double percentile) {
-        auto rank = static_cast<std::size_t>(std::ceil(percentile / 100.0 * static_cast<double>(samples)));
-        return sorted[std::max<std::size_t>(rank, 1) - 1];
-      };
-      const std::vector<std::uint32_t> before = answer.token_gaps_us;
-      const ChatAnswer::GapMedianP99 both = answer.gap_p50_p99_us();
-      INFO(samples << " samples up to " << spread << " ms");
-      REQUIRE(both.p50_us.has_value());
-      REQUIRE(both.p99_us.has_value());
-      CHECK(*both.p50_us == nearest_rank_us(50));
-      CHECK(*both.p99_us == nearest_rank_us(99));
-      CHECK(*both.p50_us / 1000.0 == answer.gap_percentile_ms(50));
-      CHECK(*both.p99_us / 1000.0 == answer.gap_percentile_ms(99));
-      CHECK(answer.token_gaps_us == before);
-    }
-  }
-}
-
-TEST_CASE("openai: vLLM sending reasoning under both names takes it once", "[openai]") {
-  const ChatAnswer answer = assemble({
+TEST_CASE("chat: vLLM sending reasoning under both names takes it once", "[chat]") {
+  const Answer answer = assemble({
       {10, chunk(R"({"reasoning_content":"Hm","reasoning":"Hm"})")},
       {20, chunk(R"({"reasoning":", ok"})")},
       {30, chunk(R"({"reasoning_content":null,"reasoning":"."})")},
@@ -172,8 +134,8 @@ TEST_CASE("openai: vLLM sending reasoning under both names takes it once", "[ope
   CHECK(answer.reasoning == "Hm, ok.");
 }
 
-TEST_CASE("openai: two tool calls whose arguments arrive in fragments", "[openai]") {
-  const ChatAnswer answer = assemble({
+TEST_CASE("chat: two tool calls whose arguments arrive in fragments", "[chat]") {
+  const Answer answer = assemble({
       {100, chunk(R"({"role":"assistant","content":null})")},
       {200, chunk(R"({"tool_calls":[{"index":0,"id":"chatcmpl-tool-a","type":"function","function":{"name":"get_weather"}}]})")},
       {300, chunk(R"({"tool_calls":[{"index":0,"function":{"arguments":"{\"city\": "}}]})")},
@@ -204,9 +166,9 @@ TEST_CASE("openai: two tool calls whose arguments arrive in fragments", "[openai
   CHECK(answer.token_gaps_us == std::vector<std::uint32_t>{100, 100, 100, 100, 100});
 }
 
-TEST_CASE("openai: tool calls are kept in index order whatever order they arrive in",
-          "[openai]") {
-  const ChatAnswer answer = assemble({
+TEST_CASE("chat: tool calls are kept in index order whatever order they arrive in",
+          "[chat]") {
+  const Answer answer = assemble({
       {1, chunk(R"({"tool_calls":[{"index":2,"function":{"name":"c","arguments":"3"}},{"index":0,"function":{"name":"a","arguments":"1"}}]})")},
       {2, chunk(R"({"tool_calls":[{"index":1,"function":{"name":"b","arguments":"2"}},{"index":0,"function":{"arguments":"1"}}]})")},
   });
@@ -217,22 +179,22 @@ TEST_CASE("openai: tool calls are kept in index order whatever order they arrive
   CHECK(answer.tool_calls[2].name == "c");
 }
 
-TEST_CASE("openai: tool calls past kMaxToolCalls are not kept, and that is flagged",
-          "[openai]") {
+TEST_CASE("chat: tool calls past kMaxToolCalls are not kept, and that is flagged",
+          "[chat]") {
   std::string calls;
-  for (std::size_t i = 0; i < ChatAnswer::kMaxToolCalls + 10; ++i) {
+  for (std::size_t i = 0; i < Answer::kMaxToolCalls + 10; ++i) {
     if (!calls.empty()) calls += ',';
     calls += R"({"index":)" + std::to_string(i * 1000) + R"(,"function":{"arguments":"x"}})";
   }
-  const ChatAnswer answer = assemble({{1, chunk(R"({"tool_calls":[)" + calls + "]}")}});
-  CHECK(answer.tool_calls.size() == ChatAnswer::kMaxToolCalls);
+  const Answer answer = assemble({{1, chunk(R"({"tool_calls":[)" + calls + "]}")}});
+  CHECK(answer.tool_calls.size() == Answer::kMaxToolCalls);
   CHECK(answer.text_truncated);
   CHECK(answer.tool_calls.back().index ==
-        static_cast<std::int64_t>((ChatAnswer::kMaxToolCalls - 1) * 1000));
+        static_cast<std::int64_t>((Answer::kMaxToolCalls - 1) * 1000));
 }
 
-TEST_CASE("openai: only choice 0 is recorded, whatever the key order", "[openai]") {
-  const ChatAnswer answer = assemble({
+TEST_CASE("chat: only choice 0 is recorded, whatever the key order", "[chat]") {
+  const Answer answer = assemble({
       {1, R"({"choices":[{"delta":{"content":"zero "},"index":0},{"delta":{"content":"ONE"},"index":1}]})"},
       {2, R"({"choices":[{"index":1,"delta":{"content":"ONE"},"finish_reason":"length"}]})"},
       {3, R"({"choices":[{"finish_reason":"stop","delta":{"content":"end"}}]})"},  // no index: 0
@@ -242,9 +204,9 @@ TEST_CASE("openai: only choice 0 is recorded, whatever the key order", "[openai]
   CHECK(answer.token_events == 2);
 }
 
-TEST_CASE("openai: error objects in a stream", "[openai]") {
+TEST_CASE("chat: error objects in a stream", "[chat]") {
   SECTION("vLLM: data: {\"error\": {...}}") {
-    const ChatAnswer answer = assemble({
+    const Answer answer = assemble({
         {1, chunk(R"({"content":"par"})")},
         {2, R"({"error": {"object": "error", "message": "EngineCore encountered an issue.", "type": "InternalServerError", "param": null, "code": 500}} )"},
         {3, "[DONE]"},
@@ -257,27 +219,27 @@ TEST_CASE("openai: error objects in a stream", "[openai]") {
     CHECK(answer.last_event_ts == 3);  // not by the [DONE] after it
   }
   SECTION("event: error with a JSON object") {
-    const ChatAnswer answer = assemble({{1, R"({"message":"overloaded","code":503})", "error"}, {2, "[DONE]"}});
+    const Answer answer = assemble({{1, R"({"message":"overloaded","code":503})", "error"}, {2, "[DONE]"}});
     CHECK(answer.error_json == R"({"message":"overloaded","code":503})");
     CHECK(answer.error_ts == 1);
   }
   SECTION("event: error with an error object inside") {
-    const ChatAnswer answer = assemble({{1, R"({"error":{"message":"x"}})", "error"}});
+    const Answer answer = assemble({{1, R"({"error":{"message":"x"}})", "error"}});
     CHECK(answer.error_json == R"({"message":"x"})");
   }
   SECTION("event: error with plain text is kept as a JSON string") {
-    const ChatAnswer answer = assemble({{1, "Internal \"server\" error\tnow", "error"}});
-    CHECK(answer.error_json == R"("Internal \"server\" error\u0009now")");
+    const Answer answer = assemble({{1, "Internal \"server\" error\tnow", "error"}});
+    CHECK(answer.error_json == R"("Internal \"server\" error\tnow")");  // one escaper: the records'
     CHECK(answer.bad_events == 0);
   }
   SECTION("\"error\": null is not an error") {
-    const ChatAnswer answer = assemble({{1, R"({"choices":[],"error":null})"}});
+    const Answer answer = assemble({{1, R"({"choices":[],"error":null})"}});
     CHECK(answer.error_json.empty());
   }
 }
 
-TEST_CASE("openai: unreadable data is counted and the stream goes on", "[openai]") {
-  const ChatAnswer answer = assemble({
+TEST_CASE("chat: unreadable data is counted and the stream goes on", "[chat]") {
+  const Answer answer = assemble({
       {1, chunk(R"({"content":"a"})")},
       {2, "not json"},
       {3, R"({"choices":[{"index":0,"delta":{"content":"b)"},  // unterminated
@@ -295,8 +257,8 @@ TEST_CASE("openai: unreadable data is counted and the stream goes on", "[openai]
   CHECK(answer.error_json.empty());
 }
 
-TEST_CASE("openai: usage, last one wins, null ignored", "[openai]") {
-  const ChatAnswer answer = assemble({
+TEST_CASE("chat: usage, last one wins, null ignored", "[chat]") {
+  const Answer answer = assemble({
       {1, R"({"choices":[],"usage":{"completion_tokens":1}})"},
       {2, R"({"choices":[],"usage":{"completion_tokens":2}  ,"x":1})"},
       {3, R"({"choices":[],"usage":null})"},
@@ -304,27 +266,27 @@ TEST_CASE("openai: usage, last one wins, null ignored", "[openai]") {
   CHECK(answer.usage_json == R"({"completion_tokens":2})");
 }
 
-TEST_CASE("openai: the first model seen is the answer's", "[openai]") {
-  const ChatAnswer answer = assemble({
+TEST_CASE("chat: the first model seen is the answer's", "[chat]") {
+  const Answer answer = assemble({
       {1, R"({"model":"first","choices":[]})"},
       {2, R"({"model":"second","choices":[]})"},
   });
   CHECK(answer.model == "first");
 }
 
-TEST_CASE("openai: text over the cap is cut at a UTF-8 boundary and flagged", "[openai]") {
-  const std::string almost(ChatAnswer::kMaxTextBytes - 1, 'a');
-  const ChatAnswer answer = assemble({
+TEST_CASE("chat: text over the cap is cut at a UTF-8 boundary and flagged", "[chat]") {
+  const std::string almost(Answer::kMaxTextBytes - 1, 'a');
+  const Answer answer = assemble({
       {1, chunk(R"({"content":")" + almost + R"("})")},
       {2, chunk(R"({"content":"\u00e9"})")},  // 2 bytes: does not fit, and is not cut in half
   });
-  CHECK(answer.content.size() == ChatAnswer::kMaxTextBytes - 1);
+  CHECK(answer.content.size() == Answer::kMaxTextBytes - 1);
   CHECK(answer.text_truncated);
   CHECK(answer.token_events == 2);
 }
 
-TEST_CASE("openai: clear and reset forget everything", "[openai]") {
-  ChatStreamAssembler assembler;
+TEST_CASE("chat: clear and reset forget everything", "[chat]") {
+  ChatReader assembler;
   for (const auto& e : gpt_oss_stream()) {
     SseEvent event;
     event.ts = e.ts;
@@ -332,8 +294,8 @@ TEST_CASE("openai: clear and reset forget everything", "[openai]") {
     event.data = e.data;
     assembler.on_sse_event(event);
   }
-  assembler.reset();
-  const ChatAnswer& answer = assembler.answer();
+  assembler.start();
+  const Answer& answer = assembler.answer();
   CHECK(answer.content.empty());
   CHECK(answer.reasoning.empty());
   CHECK(answer.usage_json.empty());
@@ -356,94 +318,8 @@ TEST_CASE("openai: clear and reset forget everything", "[openai]") {
 
 // ---------------------------------------------------------------------------------------
 
-TEST_CASE("openai: request summary of a streamed request with structured outputs",
-          "[openai]") {
-  const RequestSummary summary = summarize_chat_request(
-      R"({"model":"gpt-oss-120b","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"hi"},{"role":"assistant","content":"{\"x\":[1,2]}"}],"stream":true,"max_tokens":400,"structured_outputs":{"json":null}})");
-  CHECK(summary.json_valid);
-  CHECK(summary.model == "gpt-oss-120b");
-  CHECK(summary.stream == true);
-  CHECK(summary.max_tokens == 400);
-  CHECK(summary.messages == 3);
-  CHECK(summary.tools == 0);
-  CHECK_FALSE(summary.n.has_value());
-  CHECK(summary.structured_output_json == R"({"structured_outputs":{"json":null}})");
-}
-
-TEST_CASE("openai: structured-output fields are copied verbatim", "[openai]") {
-  SECTION("json_object false, with spaces around") {
-    const auto summary = summarize_chat_request(
-        "{ \"model\" : \"m\", \"structured_outputs\" : {\"json_object\": false} \n, \"stream\": false }");
-    CHECK(summary.json_valid);
-    CHECK(summary.stream == false);
-    CHECK(summary.structured_output_json == R"({"structured_outputs":{"json_object": false}})");
-  }
-  SECTION("response_format text") {
-    const auto summary =
-        summarize_chat_request(R"({"messages":[],"response_format":{"type":"text"}})");
-    CHECK(summary.structured_output_json == R"({"response_format":{"type":"text"}})");
-    CHECK(summary.messages == 0);
-  }
-  SECTION("guided_* of every kind, null included, in body order") {
-    const auto summary = summarize_chat_request(
-        R"({"guided_json":{"type":"object","properties":{"a":{"type":"integer"}}},"guided_regex":"\\d+ ","guided_choice":["yes","no"],"guided_grammar":null,"guided_decoding_backend":"xgrammar","guided_whitespace_pattern":"[ ]?","model":"m"})");
-    CHECK(summary.json_valid);
-    CHECK(summary.structured_output_json ==
-          R"({"guided_json":{"type":"object","properties":{"a":{"type":"integer"}}},"guided_regex":"\\d+ ","guided_choice":["yes","no"],"guided_grammar":null,"guided_decoding_backend":"xgrammar","guided_whitespace_pattern":"[ ]?"})");
-  }
-  SECTION("tools and tool_choice") {
-    const auto summary = summarize_chat_request(
-        R"({"model":"m","tools":[{"type":"function","function":{"name":"a"}},{"type":"function","function":{"name":"b"}}],"tool_choice":"auto","n":2,"max_completion_tokens":50})");
-    CHECK(summary.tools == 2);
-    CHECK(summary.n == 2);
-    CHECK(summary.max_tokens == 50);
-    CHECK(summary.structured_output_json == R"({"tool_choice":"auto"})");
-  }
-  SECTION("max_tokens wins over max_completion_tokens, in any order; null falls back") {
-    CHECK(summarize_chat_request(R"({"max_completion_tokens":50,"max_tokens":7})").max_tokens == 7);
-    CHECK(summarize_chat_request(R"({"max_tokens":null,"max_completion_tokens":50})").max_tokens ==
-          50);
-    CHECK_FALSE(summarize_chat_request(R"({"max_tokens":"many"})").max_tokens.has_value());
-  }
-  SECTION("an escaped key is still recognised") {
-    const auto summary = summarize_chat_request(R"({"guided\u005fjson":{"a":1}})");
-    CHECK(summary.structured_output_json == R"({"guided_json":{"a":1}})");
-  }
-  SECTION("none present") {
-    const auto summary = summarize_chat_request(R"({"model":"m","messages":[{"role":"user"}]})");
-    CHECK(summary.json_valid);
-    CHECK(summary.structured_output_json.empty());
-    CHECK(summary.messages == 1);
-    CHECK_FALSE(summary.stream.has_value());
-    CHECK_FALSE(summary.max_tokens.has_value());
-  }
-  SECTION("a broken structured value is kept as a string, and the body is not valid") {
-    const auto summary = summarize_chat_request(R"({"model":"m","guided_json":{"a":tru}})");
-    CHECK_FALSE(summary.json_valid);
-    CHECK(summary.model == "m");
-    CHECK(summary.structured_output_json == R"({"guided_json":"{\"a\":tru}"})");
-  }
-}
-
-TEST_CASE("openai: request summary of bodies that are not a JSON object", "[openai]") {
-  for (const char* body : {"", "   ", "not json", "{\"model\": \"x\", ", "[1,2,3]", "\"text\"",
-                           "42", "null", "{\"model\":\"x\"} {}", "{\"a\":1}}",
-                           "{\"messages\":[1,2"}) {
-    INFO("body: " << body);
-    RequestSummary summary;
-    REQUIRE_NOTHROW(summary = summarize_chat_request(body));
-    CHECK_FALSE(summary.json_valid);
-  }
-  // Broken after the structured field: what was read is kept, and the object is closed.
-  const auto cut = summarize_chat_request(R"({"structured_outputs":{"json":null},"messages":[1 2]})");
-  CHECK_FALSE(cut.json_valid);
-  CHECK(cut.structured_output_json == R"({"structured_outputs":{"json":null}})");
-}
-
-// ---------------------------------------------------------------------------------------
-
-TEST_CASE("openai: non-streamed chat.completion", "[openai]") {
-  ChatAnswer answer;
+TEST_CASE("chat: non-streamed chat.completion", "[chat]") {
+  Answer answer;
   REQUIRE(assemble_chat_completion(
       R"({"id":"chatcmpl-1","object":"chat.completion","created":1764000000,"model":"gpt-oss-120b","choices":[{"index":0,"message":{"role":"assistant","content":"Hello!","refusal":null,"annotations":null,"audio":null,"function_call":null,"tool_calls":[],"reasoning_content":"Greet back."},"logprobs":null,"finish_reason":"stop","stop_reason":null}],"usage":{"prompt_tokens":10,"total_tokens":15,"completion_tokens":5,"prompt_tokens_details":null},"prompt_logprobs":null,"kv_transfer_params":null}
 )",
@@ -458,8 +334,8 @@ TEST_CASE("openai: non-streamed chat.completion", "[openai]") {
   CHECK(answer.error_json.empty());
 }
 
-TEST_CASE("openai: non-streamed tool calls", "[openai]") {
-  ChatAnswer answer;
+TEST_CASE("chat: non-streamed tool calls", "[chat]") {
+  Answer answer;
   REQUIRE(assemble_chat_completion(
       R"({"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\": \"Paris\"}"}},{"id":"call_2","type":"function","function":{"name":"get_time","arguments":"{}"}}]},"finish_reason":"tool_calls"}]})",
       answer));
@@ -475,11 +351,11 @@ TEST_CASE("openai: non-streamed tool calls", "[openai]") {
   CHECK(answer.content.empty());
 }
 
-TEST_CASE("openai: non-streamed error bodies keep the whole object", "[openai]") {
+TEST_CASE("chat: non-streamed error bodies keep the whole object", "[chat]") {
   SECTION("vLLM ErrorResponse") {
     const std::string body =
         R"({"object":"error","message":"This model's maximum context length is 8192 tokens.","type":"BadRequestError","param":null,"code":400})";
-    ChatAnswer answer;
+    Answer answer;
     CHECK(assemble_chat_completion(body + "\n", answer));
     CHECK(answer.error_json == body);
     CHECK(answer.content.empty());
@@ -487,16 +363,16 @@ TEST_CASE("openai: non-streamed error bodies keep the whole object", "[openai]")
   SECTION("OpenAI-style {\"error\": {...}}") {
     const std::string body =
         R"({"error":{"message":"EngineDeadError","type":"InternalServerError","param":null,"code":500}})";
-    ChatAnswer answer;
+    Answer answer;
     CHECK(assemble_chat_completion(body, answer));
     CHECK(answer.error_json == body);
   }
 }
 
-TEST_CASE("openai: non-streamed bodies that are not a JSON object", "[openai]") {
+TEST_CASE("chat: non-streamed bodies that are not a JSON object", "[chat]") {
   for (const char* body : {"", "Internal Server Error", "[]", "{\"choices\":[", "null"}) {
     INFO("body: " << body);
-    ChatAnswer answer;
+    Answer answer;
     CHECK_FALSE(assemble_chat_completion(body, answer));
   }
 }
@@ -504,8 +380,8 @@ TEST_CASE("openai: non-streamed bodies that are not a JSON object", "[openai]") 
 // ---------------------------------------------------------------------------------------
 // Chunks read in one pass: keys matched exactly, in any order, values of any shape.
 
-TEST_CASE("openai: keys are matched whole, not by their first letters", "[openai]") {
-  const ChatAnswer answer = assemble({
+TEST_CASE("chat: keys are matched whole, not by their first letters", "[chat]") {
+  const Answer answer = assemble({
       {1, R"({"models":"not-this","model":"m","choices":[{"indexes":1,"index":0,"deltas":{"content":"no"},"delta":{"contents":"no","content":"yes","reasonings":"no","tool_callsx":[{"index":0,"function":{"name":"no"}}]},"finish_reasons":"no","finish_reason":null}],"usages":{"a":1},"errors":{"message":"no"},"objects":"error"})"},
       {2, R"({"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"completion_tokens":1}})"},
   });
@@ -519,8 +395,8 @@ TEST_CASE("openai: keys are matched whole, not by their first letters", "[openai
   CHECK(answer.bad_events == 0);
 }
 
-TEST_CASE("openai: a choice's fields in any order, with whitespace everywhere", "[openai]") {
-  const ChatAnswer answer = assemble({
+TEST_CASE("chat: a choice's fields in any order, with whitespace everywhere", "[chat]") {
+  const Answer answer = assemble({
       // finish_reason and delta before index; choice 1 first.
       {1, " {\n \"choices\" : [ { \"finish_reason\" : \"length\" , \"delta\" : { \"content\" : \"ONE\" } , \"index\" : 1 } ,"
           "\n\t{ \"delta\" : { \"content\" : \"zero\" } , \"logprobs\" : null , \"index\" : 0 } ] , \"model\" : \"m\" } \n"},
@@ -534,14 +410,14 @@ TEST_CASE("openai: a choice's fields in any order, with whitespace everywhere", 
   CHECK(answer.bad_events == 0);
 }
 
-TEST_CASE("openai: `object` says error however it is written", "[openai]") {
+TEST_CASE("chat: `object` says error however it is written", "[chat]") {
   SECTION("escaped") {
     const std::string data = R"({"object":"\u0065rror","message":"boom","code":500})";
-    const ChatAnswer answer = assemble({{1, data}});
+    const Answer answer = assemble({{1, data}});
     CHECK(answer.error_json == data);
   }
   SECTION("the usual chunk kind, escaped or spaced, is no error") {
-    const ChatAnswer answer = assemble({
+    const Answer answer = assemble({
         {1, R"({"object":"chat.completion.chunk\u0020","choices":[]})"},
         {2, R"({"object" : "chat.completion.chunk"  ,"choices":[]})"},
         {3, R"({"object":"chat.completion.chunk","choices":[]})"},
@@ -551,12 +427,12 @@ TEST_CASE("openai: `object` says error however it is written", "[openai]") {
     CHECK(answer.bad_events == 0);
   }
   SECTION("a bad escape in it is a bad event") {
-    const ChatAnswer answer = assemble({{1, R"({"object":"chat.completion.chunk\q","choices":[]})"}});
+    const Answer answer = assemble({{1, R"({"object":"chat.completion.chunk\q","choices":[]})"}});
     CHECK(answer.bad_events == 1);
   }
 }
 
-TEST_CASE("openai: a value that is no JSON where a field is read is a bad event", "[openai]") {
+TEST_CASE("chat: a value that is no JSON where a field is read is a bad event", "[chat]") {
   for (const char* data : {
            R"({"choices":x})",
            R"({"choices":[x]})",
@@ -575,17 +451,17 @@ TEST_CASE("openai: a value that is no JSON where a field is read is a bad event"
            "}",
        }) {
     INFO("data: " << data);
-    const ChatAnswer answer = assemble({{1, data}});
+    const Answer answer = assemble({{1, data}});
     CHECK(answer.bad_events == 1);
   }
 }
 
-TEST_CASE("openai: a short event after a long one is read on its own", "[openai]") {
+TEST_CASE("chat: a short event after a long one is read on its own", "[chat]") {
   // The parse buffer is reused: what a longer event left past a shorter one's end must not
   // count. Each truncated event below follows one whose next bytes would complete it.
   const std::string nested = R"({"choices":[],"x":{"y":{"z":[1]}}})";
   const std::string long_chunk = chunk(R"({"content":")" + std::string(300, 'x') + R"("})");
-  const ChatAnswer answer = assemble({
+  const Answer answer = assemble({
       {1, long_chunk},
       {2, R"({"choices":[{"index":0,"delta":{"content":"y"}}]})"},
       {3, nested},
@@ -601,8 +477,8 @@ TEST_CASE("openai: a short event after a long one is read on its own", "[openai]
   CHECK(answer.events == 9);
 }
 
-TEST_CASE("openai: tool-call fields in any order; the first of a repeated key counts", "[openai]") {
-  const ChatAnswer answer = assemble({
+TEST_CASE("chat: tool-call fields in any order; the first of a repeated key counts", "[chat]") {
+  const Answer answer = assemble({
       {1, chunk(R"({"tool_calls":[{"function":{"arguments":"{\"a\":","name":"f"},"type":"function","id":"call_1","index":0}]})")},
       {2, chunk(R"({"tool_calls":[{"function":{"arguments":"1}"},"index":0,"index":1}]})")},
       {3, chunk(R"({"tool_calls":[{"id":null,"id":"call_x","index":0,"function":{"name":"","arguments":null}}]})")},
@@ -615,8 +491,8 @@ TEST_CASE("openai: tool-call fields in any order; the first of a repeated key co
   CHECK(answer.token_events == 2);
 }
 
-TEST_CASE("openai: non-streamed body with the message before the index", "[openai]") {
-  ChatAnswer answer;
+TEST_CASE("chat: non-streamed body with the message before the index", "[chat]") {
+  Answer answer;
   REQUIRE(assemble_chat_completion(
       R"({"choices":[{"message":{"content":"one"},"index":1},{"finish_reason":"stop","message":{"content":"zero","tool_calls":[{"function":{"name":"a","arguments":"{}"}},{"function":{"name":"b","arguments":{"x":[1, 2]}}}]},"index":0}],"model":"m"})",
       answer));
@@ -640,7 +516,7 @@ class RandomChunks {
   struct Expected {
     std::string model, content, reasoning, finish_reason;
     std::optional<nlohmann::json> usage;
-    std::map<std::int64_t, ToolCallDelta> tool_calls;
+    std::map<std::int64_t, ToolCall> tool_calls;
     std::uint64_t token_events = 0;
   };
 
@@ -842,8 +718,8 @@ class RandomChunks {
   std::string tool_call(bool recorded, Expected& expected, bool& carried) {
     const std::int64_t index = pick(3);
     // Streamed calls always say their index; choice 0's are recorded (made even when empty).
-    ToolCallDelta ignored;
-    ToolCallDelta& slot = recorded ? expected.tool_calls[index] : ignored;
+    ToolCall ignored;
+    ToolCall& slot = recorded ? expected.tool_calls[index] : ignored;
     slot.index = index;
     Fields fields = {{"index", std::to_string(index)}};
     if (chance(30)) {
@@ -885,15 +761,15 @@ class RandomChunks {
 
 }  // namespace
 
-TEST_CASE("openai: random chunks, written every way JSON allows, assemble as expected",
-          "[openai]") {
+TEST_CASE("chat: random chunks, written every way JSON allows, assemble as expected",
+          "[chat]") {
   for (std::uint32_t seed = 1; seed <= 300; ++seed) {
     RandomChunks random(seed);
     RandomChunks::Expected expected;
     std::vector<TimedData> events;
     for (int i = 0; i < 25; ++i) events.push_back({1000 * (i + 1), random.event(expected)});
     events.push_back({1000000, "[DONE]"});
-    const ChatAnswer answer = assemble(events);
+    const Answer answer = assemble(events);
     INFO("seed " << seed << ", first event: " << events.front().data);
     REQUIRE(answer.bad_events == 0);
     CHECK(answer.model == expected.model);
@@ -912,7 +788,7 @@ TEST_CASE("openai: random chunks, written every way JSON allows, assemble as exp
     // Choice 0's calls only, in index order.
     REQUIRE(answer.tool_calls.size() == expected.tool_calls.size());
     auto want = expected.tool_calls.begin();
-    for (const ToolCallDelta& call : answer.tool_calls) {
+    for (const ToolCall& call : answer.tool_calls) {
       INFO("tool call " << want->first);
       CHECK(call.index == want->first);
       CHECK(call.id == want->second.id);
@@ -930,7 +806,7 @@ TEST_CASE("openai: random chunks, written every way JSON allows, assemble as exp
 // and the tail holds (escapes, quotes that end the string early, broken UTF-8, more fields).
 namespace {
 
-ChatAnswer assemble_each_in_full(const std::vector<TimedData>& events) {
+Answer assemble_each_in_full(const std::vector<TimedData>& events) {
   std::vector<TimedData> spaced;
   for (const TimedData& e : events) {
     spaced.push_back({e.ts, ""});
@@ -939,7 +815,7 @@ ChatAnswer assemble_each_in_full(const std::vector<TimedData>& events) {
   return assemble(spaced);
 }
 
-void check_same_answer(const ChatAnswer& got, const ChatAnswer& want) {
+void check_same_answer(const Answer& got, const Answer& want) {
   CHECK(got.content == want.content);
   CHECK(got.reasoning == want.reasoning);
   CHECK(got.finish_reason == want.finish_reason);
@@ -964,8 +840,8 @@ void check_same_answer(const ChatAnswer& got, const ChatAnswer& want) {
 
 }  // namespace
 
-TEST_CASE("openai: chunks shaped like the last are read by their text alone, as a full read would",
-          "[openai]") {
+TEST_CASE("chat: chunks shaped like the last are read by their text alone, as a full read would",
+          "[chat]") {
   const std::string id = R"({"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m",)";
   // Heads and tails around the text: the usual ones, and ones where the same text lands
   // elsewhere or where other fields repeat (idempotent) or append (not).
@@ -1013,15 +889,15 @@ TEST_CASE("openai: chunks shaped like the last are read by their text alone, as 
   }
 }
 
-TEST_CASE("openai: a shaped chunk near the text cap is cut as a full read cuts it", "[openai]") {
+TEST_CASE("chat: a shaped chunk near the text cap is cut as a full read cuts it", "[chat]") {
   const std::string head = R"({"choices":[{"index":0,"delta":{"content":)";
   const std::string tail = R"(}}]})";
   std::vector<TimedData> events;
   const std::string piece(1024 * 1024 - 7, 'w');
   for (int i = 0; i < 20; ++i) events.push_back({i + 1, head + "\"" + piece + "\xC3\xA9\"" + tail});
-  const ChatAnswer answer = assemble(events);
+  const Answer answer = assemble(events);
   CHECK(answer.text_truncated);
-  CHECK(answer.content.size() <= ChatAnswer::kMaxTextBytes);
+  CHECK(answer.content.size() <= Answer::kMaxTextBytes);
   check_same_answer(answer, assemble_each_in_full(events));
 }
 

@@ -1,0 +1,97 @@
+// The request summary: what a request asks for, in any dialect, read once.
+#include "chatcap/request_summary.hpp"
+
+#include <string>
+
+#include <catch2/catch.hpp>
+
+namespace chatcap {
+
+// ---------------------------------------------------------------------------------------
+
+TEST_CASE("request summary: request summary of a streamed request with structured outputs",
+          "[request_summary]") {
+  const RequestSummary summary = summarize_request(
+      R"({"model":"gpt-oss-120b","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"hi"},{"role":"assistant","content":"{\"x\":[1,2]}"}],"stream":true,"max_tokens":400,"structured_outputs":{"json":null}})");
+  CHECK(summary.json_valid);
+  CHECK(summary.model == "gpt-oss-120b");
+  CHECK(summary.stream == true);
+  CHECK(summary.max_tokens == 400);
+  CHECK(summary.messages == 3);
+  CHECK(summary.tools == 0);
+  CHECK_FALSE(summary.n.has_value());
+  CHECK(summary.structured_output_json == R"({"structured_outputs":{"json":null}})");
+}
+
+TEST_CASE("request summary: structured-output fields are copied verbatim", "[request_summary]") {
+  SECTION("json_object false, with spaces around") {
+    const auto summary = summarize_request(
+        "{ \"model\" : \"m\", \"structured_outputs\" : {\"json_object\": false} \n, \"stream\": false }");
+    CHECK(summary.json_valid);
+    CHECK(summary.stream == false);
+    CHECK(summary.structured_output_json == R"({"structured_outputs":{"json_object": false}})");
+  }
+  SECTION("response_format text") {
+    const auto summary =
+        summarize_request(R"({"messages":[],"response_format":{"type":"text"}})");
+    CHECK(summary.structured_output_json == R"({"response_format":{"type":"text"}})");
+    CHECK(summary.messages == 0);
+  }
+  SECTION("guided_* of every kind, null included, in body order") {
+    const auto summary = summarize_request(
+        R"({"guided_json":{"type":"object","properties":{"a":{"type":"integer"}}},"guided_regex":"\\d+ ","guided_choice":["yes","no"],"guided_grammar":null,"guided_decoding_backend":"xgrammar","guided_whitespace_pattern":"[ ]?","model":"m"})");
+    CHECK(summary.json_valid);
+    CHECK(summary.structured_output_json ==
+          R"({"guided_json":{"type":"object","properties":{"a":{"type":"integer"}}},"guided_regex":"\\d+ ","guided_choice":["yes","no"],"guided_grammar":null,"guided_decoding_backend":"xgrammar","guided_whitespace_pattern":"[ ]?"})");
+  }
+  SECTION("tools and tool_choice") {
+    const auto summary = summarize_request(
+        R"({"model":"m","tools":[{"type":"function","function":{"name":"a"}},{"type":"function","function":{"name":"b"}}],"tool_choice":"auto","n":2,"max_completion_tokens":50})");
+    CHECK(summary.tools == 2);
+    CHECK(summary.n == 2);
+    CHECK(summary.max_tokens == 50);
+    CHECK(summary.structured_output_json == R"({"tool_choice":"auto"})");
+  }
+  SECTION("max_tokens wins over max_completion_tokens, in any order; null falls back") {
+    CHECK(summarize_request(R"({"max_completion_tokens":50,"max_tokens":7})").max_tokens == 7);
+    CHECK(summarize_request(R"({"max_tokens":null,"max_completion_tokens":50})").max_tokens ==
+          50);
+    CHECK_FALSE(summarize_request(R"({"max_tokens":"many"})").max_tokens.has_value());
+  }
+  SECTION("an escaped key is still recognised") {
+    const auto summary = summarize_request(R"({"guided\u005fjson":{"a":1}})");
+    CHECK(summary.structured_output_json == R"({"guided_json":{"a":1}})");
+  }
+  SECTION("none present") {
+    const auto summary = summarize_request(R"({"model":"m","messages":[{"role":"user"}]})");
+    CHECK(summary.json_valid);
+    CHECK(summary.structured_output_json.empty());
+    CHECK(summary.messages == 1);
+    CHECK_FALSE(summary.stream.has_value());
+    CHECK_FALSE(summary.max_tokens.has_value());
+  }
+  SECTION("a broken structured value is kept as a string, and the body is not valid") {
+    const auto summary = summarize_request(R"({"model":"m","guided_json":{"a":tru}})");
+    CHECK_FALSE(summary.json_valid);
+    CHECK(summary.model == "m");
+    CHECK(summary.structured_output_json == R"({"guided_json":"{\"a\":tru}"})");
+  }
+}
+
+TEST_CASE("request summary: request summary of bodies that are not a JSON object", "[request_summary]") {
+  for (const char* body : {"", "   ", "not json", "{\"model\": \"x\", ", "[1,2,3]", "\"text\"",
+                           "42", "null", "{\"model\":\"x\"} {}", "{\"a\":1}}",
+                           "{\"messages\":[1,2"}) {
+    INFO("body: " << body);
+    RequestSummary summary;
+    REQUIRE_NOTHROW(summary = summarize_request(body));
+    CHECK_FALSE(summary.json_valid);
+  }
+  // Broken after the structured field: what was read is kept, and the object is closed.
+  const auto cut = summarize_request(R"({"structured_outputs":{"json":null},"messages":[1 2]})");
+  CHECK_FALSE(cut.json_valid);
+  CHECK(cut.structured_output_json == R"({"structured_outputs":{"json":null}})");
+}
+
+
+}  // namespace chatcap
