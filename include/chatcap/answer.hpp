@@ -113,6 +113,19 @@ inline bool append_answer_text(Answer& answer, std::string& field, std::string_v
   return true;
 }
 
+// One event of a stream at `ts` (any event, [DONE] included): counted, first and last times.
+inline void note_event(Answer& answer, timestamp_us ts) {
+  ++answer.events;
+  if (answer.events == 1) answer.first_event_ts = ts;
+  answer.last_event_ts = ts;
+}
+
+// The stream said it failed at `ts`: a server death is dated by the first such event, not
+// by the events (`[DONE]`, a closing event) that may follow it in later packets.
+inline void note_error_event(Answer& answer, timestamp_us ts) {
+  if (answer.error_ts == 0) answer.error_ts = ts;
+}
+
 // One token-bearing event at `ts`: counted, its gap to the last one sampled.
 inline void note_token_event(Answer& answer, timestamp_us ts) {
   ++answer.token_events;

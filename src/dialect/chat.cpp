@@ -524,9 +524,7 @@ void learn_shape(ChunkShape& shape, std::string_view data, const std::string& pa
 }
 
 void take_event(Answer& answer, std::string& scratch, ChunkShape& shape, const SseEvent& event) {
-  ++answer.events;
-  if (answer.events == 1) answer.first_event_ts = event.ts;
-  answer.last_event_ts = event.ts;
+  note_event(answer, event.ts);
 
   const std::string_view data = trim_whitespace(event.data);
   if (data == "[DONE]") {
@@ -552,7 +550,7 @@ void take_event(Answer& answer, std::string& scratch, ChunkShape& shape, const S
 
   // When the stream first said it failed: a server death is dated by it, not by the events
   // (`[DONE]`, a closing chunk) that may follow it in later packets.
-  if ((error_event || reader.saw_error()) && answer.error_ts == 0) answer.error_ts = event.ts;
+  if (error_event || reader.saw_error()) note_error_event(answer, event.ts);
   if (error_event && !reader.saw_error()) {
     // `event: error` whose data has no `error` object: the data is the error. Text that is
     // not JSON is kept as a JSON string.
