@@ -95,3 +95,56 @@ TEST_CASE("request summary: request summary of bodies that are not a JSON object
 
 
 }  // namespace chatcap
+
+namespace chatcap {
+
+TEST_CASE("request summary: every dialect's request says what it asks", "[request_summary]") {
+  SECTION("completions: prompts, max_tokens") {
+    const RequestSummary s = summarize_request(
+        R"({"model":"m","prompt":["a","b","c"],"max_tokens":7,"stream":true,"echo":true,"logprobs":2})",
+        Dialect::completions);
+    REQUIRE(s.json_valid);
+    CHECK(s.dialect == Dialect::completions);
+    CHECK(s.prompts == 3);
+    CHECK_FALSE(s.input_items);
+    CHECK(s.max_tokens == 7);
+    CHECK(s.stream == true);
+    CHECK(s.echo == true);
+    CHECK(s.logprobs == 2);
+    CHECK(summarize_request(R"({"prompt":"one"})", Dialect::completions).prompts == 1);
+  }
+  SECTION("responses: input items, max_output_tokens, text.format with the structured output") {
+    const RequestSummary s = summarize_request(
+        R"({"model":"m","input":[{"role":"user","content":"hi"},{"type":"function_call_output","call_id":"c","output":"1"}],)"
+        R"("instructions":"be brief","max_output_tokens":64,"tools":[{"type":"function","name":"f"}],)"
+        R"("text":{"format":{"type":"json_schema","name":"x","schema":{}}},"structured_outputs":{"json":""}})",
+        Dialect::responses);
+    REQUIRE(s.json_valid);
+    CHECK(s.input_items == 2);
+    CHECK(s.max_tokens == 64);
+    CHECK(s.tools == 1);
+    CHECK(s.structured_output_json ==
+          R"({"text":{"format":{"type":"json_schema","name":"x","schema":{}}},"structured_outputs":{"json":""}})");
+    CHECK(summarize_request(R"({"input":"hello"})", Dialect::responses).input_items == 1);
+    // `text` is a structured-output field of Responses only.
+    CHECK(summarize_request(R"({"text":{"format":{}}})", Dialect::chat).structured_output_json.empty());
+  }
+  SECTION("messages: messages, max_tokens, tools") {
+    const RequestSummary s = summarize_request(
+        R"({"model":"claude","system":"s","messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"}],)"
+        R"("max_tokens":1024,"tools":[{"name":"t","input_schema":{}}],"stream":false})",
+        Dialect::messages);
+    REQUIRE(s.json_valid);
+    CHECK(s.messages == 2);
+    CHECK(s.max_tokens == 1024);
+    CHECK(s.tools == 1);
+    CHECK(s.stream == false);
+  }
+  SECTION("chat: max_tokens before max_completion_tokens before max_output_tokens") {
+    CHECK(summarize_request(R"({"max_completion_tokens":5,"max_tokens":9})").max_tokens == 9);
+    CHECK(summarize_request(R"({"max_completion_tokens":5,"max_output_tokens":3})").max_tokens == 5);
+    CHECK(summarize_request(R"({"max_output_tokens":3})").max_tokens == 3);
+  }
+}
+
+}  // namespace chatcap
