@@ -207,6 +207,8 @@ std::string summary_text(const json& request) {
   add("max_tokens", "max_tokens");
   add("n", "n");
   add("messages", "messages");
+  add("input items", "input_items");
+  add("prompts", "prompts");
   add("tools", "tools");
   return text;
 }
