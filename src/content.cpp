@@ -1,13 +1,15 @@
 #include "chatcap/content.hpp"
 
 #include "chatcap/dialect/chat.hpp"
+#include "chatcap/dialect/completions.hpp"
 
 namespace chatcap {
 
 std::unique_ptr<AnswerReader> make_answer_reader(Dialect dialect) {
   switch (dialect) {
-    case Dialect::chat:
     case Dialect::completions:
+      return std::make_unique<CompletionsReader>();
+    case Dialect::chat:
     case Dialect::responses:
     case Dialect::messages:
     case Dialect::unknown:

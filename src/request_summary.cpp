@@ -141,7 +141,7 @@ RequestSummary summarize_request(std::string_view body, Dialect dialect) {
   summary.dialect = dialect;
   try {
     thread_local std::string padded;
-    RequestReader reader{summary, dialect};
+    RequestReader reader{summary, dialect, {}, {}, {}, false};
     summary.json_valid =
         parse_object(body, padded, [&reader](ondemand::object& top) { return reader.read(top); }) &&
         !reader.structured_field_invalid;

@@ -34,15 +34,6 @@ namespace chatcap::json_read {
 namespace ondemand = simdjson::ondemand;
 using simdjson::SUCCESS;
 
-// On-demand's iterators are cheap only when the compiler sees a whole read in one function:
-// passed by reference into an out-of-line function, their state goes through memory at every
-// token. So the reading of a chunk's usual fields is forced inline (HOT) into one function of
-// its own (READER: inlined further into its caller, it ran slower), and what few chunks need
-// (usage, errors, tool calls, the first model) is kept out of it (COLD).
-#define CHATCAP_HOT [[gnu::always_inline]] inline
-#define CHATCAP_READER [[gnu::noinline]]
-#define CHATCAP_COLD [[gnu::noinline]]
-
 // Buffers and parsers grow to the largest document they have read. Up to this size they are
 // kept (the steady state then allocates nothing); past it, a document gets buffers of its
 // own that are freed afterwards, so one huge body does not pin memory for the process life.

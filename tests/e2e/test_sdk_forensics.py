@@ -74,7 +74,7 @@ import httpx  # noqa: E402
 
 import harness  # noqa: E402
 from harness import Checker, FakeServer, log  # noqa: E402
-from forensics import LiveChatcap  # noqa: E402
+from forensics import LiveChatcap, wait_until  # noqa: E402
 from sdk_clients import (  # noqa: E402
     SECRET, SdkRun, anthropic_base_url, check_node, job, openai_base_url)
 
@@ -496,15 +496,6 @@ def run_cli(ctx: Context, args: list[str], timeout: float = 30.0) -> subprocess.
                               timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
         return subprocess.CompletedProcess(exc.cmd, -1, b"", f"timed out after {timeout} s".encode())
-
-
-def wait_until(pred, timeout: float, step: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(step)
 
 
 def events_of(server: FakeServer) -> list[dict]:
