@@ -2,6 +2,7 @@
 
 #include "chatcap/dialect/chat.hpp"
 #include "chatcap/dialect/completions.hpp"
+#include "chatcap/dialect/messages.hpp"
 
 namespace chatcap {
 
@@ -9,9 +10,10 @@ std::unique_ptr<AnswerReader> make_answer_reader(Dialect dialect) {
   switch (dialect) {
     case Dialect::completions:
       return std::make_unique<CompletionsReader>();
+    case Dialect::messages:
+      return std::make_unique<MessagesReader>();
     case Dialect::chat:
     case Dialect::responses:
-    case Dialect::messages:
     case Dialect::unknown:
       break;
   }
