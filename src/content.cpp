@@ -3,6 +3,7 @@
 #include "chatcap/dialect/chat.hpp"
 #include "chatcap/dialect/completions.hpp"
 #include "chatcap/dialect/messages.hpp"
+#include "chatcap/dialect/responses.hpp"
 
 namespace chatcap {
 
@@ -12,8 +13,9 @@ std::unique_ptr<AnswerReader> make_answer_reader(Dialect dialect) {
       return std::make_unique<CompletionsReader>();
     case Dialect::messages:
       return std::make_unique<MessagesReader>();
-    case Dialect::chat:
     case Dialect::responses:
+      return std::make_unique<ResponsesReader>();
+    case Dialect::chat:
     case Dialect::unknown:
       break;
   }

@@ -115,6 +115,23 @@ CHATCAP_HOT bool parse_object(std::string_view text, std::string& padded, Read&&
   return read_object_document(own_parser, json, read);
 }
 
+// Parses `text` as one JSON object with read(object&) -> bool, then, only when all of it
+// was read, calls apply() while the views read() took are still valid: parse_object's
+// parser of its own for a large document dies when it returns. For readers that change an
+// answer only once a whole event has parsed.
+template <class Read, class Apply>
+bool read_then_apply(std::string_view text, std::string& padded, Read&& read, Apply&& apply) {
+  const simdjson::padded_string_view json = padded_copy(text, padded);
+  auto run = [&](ondemand::parser& parser) {
+    if (!read_object_document(parser, json, read)) return false;
+    apply();
+    return true;
+  };
+  if (text.size() <= kKeptBufferBytes) return run(reused_parser());
+  ondemand::parser own_parser;
+  return run(own_parser);
+}
+
 // ---------------------------------------------------------------------------------------
 // Small typed reads. Each returns false only when the JSON is broken; a value of another
 // type (content is null in many chunks) leaves the output empty and is skipped by the

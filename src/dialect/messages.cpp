@@ -288,22 +288,6 @@ CHATCAP_READER bool read_event(ondemand::object top, EventPieces& out, bool need
   return true;
 }
 
-// Reads `text` as one JSON object with read(object&), then, only if all of it could be
-// read, calls apply() while what read() took views of is still valid (parse_object's own
-// parser for a large document is gone when it returns).
-template <class Read, class Apply>
-bool read_then_apply(std::string_view text, std::string& padded, Read&& read, Apply&& apply) {
-  const simdjson::padded_string_view json = padded_copy(text, padded);
-  if (text.size() <= kKeptBufferBytes) {
-    if (!read_object_document(reused_parser(), json, read)) return false;
-    apply();
-    return true;
-  }
-  ondemand::parser own_parser;
-  if (!read_object_document(own_parser, json, read)) return false;
-  apply();
-  return true;
-}
 
 // ---------------------------------------------------------------------------------------
 // Applying, to streamed and whole answers alike.

@@ -82,10 +82,6 @@ MODEL = "fake-vllm/gpt-oss-120b"
 CRASH_DELAY_MS = 1200
 POISON = {"json": None}
 RISK = "structured_output_without_constraint"
-# chatcap counts token events of every dialect's stream (not only chat completions'): until
-# then a non-chat stream's missing tokens are reported, not failed.
-TOKENS_OF_EVERY_DIALECT = False
-
 SLOW = {"fake_tokens": 300, "fake_token_delay_ms": 20}      # a 6 s stream: always in flight
 QUICK = {"fake_tokens": 2, "fake_token_delay_ms": 1}
 SDK_FLOOD = {"fake_tokens": 8, "fake_token_delay_ms": 10}   # ~90 ms each
@@ -854,14 +850,9 @@ def check_scenario(ctx: Context, what: str, mode: str, api: str, stream: bool,
         if c.check(i is not None, f"{what}: the stream {lb}, in flight with tokens at the death, "
                                   f"is not a suspect: {desc}"):
             c.check(i > 0, f"{what}: the innocent stream {lb} is suspect #{i}: {desc}")
-            got_tokens = (suspects[i].get("token_events") or 0) > 0
-            message = (f"{what}: suspect {lb} has token_events {suspects[i].get('token_events')}, "
-                       f"but the client got tokens")
-            if "-stream-chat-" in lb or TOKENS_OF_EVERY_DIALECT:
-                c.check(got_tokens, message)
-            elif not got_tokens:
-                c.warn(message + " (KNOWN GAP: chatcap counts chat-completion tokens only until the "
-                                 "dialect readers land)")
+            c.check((suspects[i].get("token_events") or 0) > 0,
+                    f"{what}: suspect {lb} has token_events {suspects[i].get('token_events')}, "
+                    f"but the client got tokens (every dialect's stream counts its tokens)")
 
     # -- nothing sent after the death is a suspect -------------------------------------------
     # "After the death": sent once the death showed on the wire (tcpdump), whatever the
