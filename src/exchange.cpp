@@ -36,6 +36,7 @@ std::vector<std::string_view> anomaly_names(std::uint32_t anomalies) {
       {Anomaly::sse_incomplete, "sse_incomplete"},
       {Anomaly::server_down, "server_down"},
       {Anomaly::tunnel, "tunnel"},
+      {Anomaly::unreadable_events, "unreadable_events"},
   };
   std::vector<std::string_view> names;
   for (const auto& [flag, name] : kNames) {

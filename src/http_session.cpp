@@ -555,6 +555,7 @@ void HttpSession::end_stream_answer(Exchange& ex) {
              !ex.response.body.bytes.empty()) {
     content().read_body(ex.request.target, ex.response.body.bytes, ex.answer);
   }
+  if (ex.answer.bad_events > 0) ex.add(Anomaly::unreadable_events);
   if (!ex.answer.error_json.empty() && ex.response.event_stream) ex.add(Anomaly::server_error_event);
 }
 

@@ -459,3 +459,22 @@ TEST_CASE("whole chunks taken at a boundary give what llhttp gives, however the 
     check_same(run_segments(broken, {}), want);
   }
 }
+
+TEST_CASE("a stream with an event its dialect cannot read: the rest assembled, the exchange flagged", "[http]") {
+  for (const char* target : {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages"}) {
+    INFO(target);
+    Fixture f;
+    f.client(post(target, R"({"stream":true})"));
+    f.server("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n");
+    f.server(chunk("data: {not json\n\n"));
+    f.server(chunk("data: [DONE]\n\n"));
+    f.server("0\r\n\r\n");
+    REQUIRE(f.sink.ended.size() == 1);
+    const Exchange& ex = f.sink.ended[0];
+    CHECK(ex.state == ExchangeState::complete);
+    CHECK(ex.answer.bad_events == 1);
+    CHECK(ex.answer.dialect == dialect_of(target));
+    CHECK(ex.has(Anomaly::unreadable_events));
+    CHECK(anomaly_names(ex.anomalies) == std::vector<std::string_view>{"unreadable_events"});
+  }
+}

@@ -46,6 +46,7 @@ enum class Anomaly : std::uint32_t {
   sse_incomplete = 1u << 8,       // an SSE event was cut by the end of the stream
   server_down = 1u << 9,          // cut by the death of the server
   tunnel = 1u << 10,              // CONNECT/Upgrade: bytes after the headers are not HTTP
+  unreadable_events = 1u << 11,   // stream events its dialect's reader could not read (answer.bad_events)
 };
 constexpr std::uint32_t bit(Anomaly a) { return static_cast<std::uint32_t>(a); }
 // Names of the set bits, in a fixed order, e.g. {"capture_gap","body_truncated"}.

@@ -725,6 +725,9 @@ void take_event(Answer& answer, ResponsesProgress& progress, std::string& scratc
   const std::string_view data = trim_whitespace(event.data);
   // The `event:` name says the kind; with none (or one unknown), the data's `type` does.
   const Kind named = kind_of(event.type);
+  // Servers that end every stream as chat's (vLLM's other dialects do): not bad, and not
+  // this dialect's own end (`done` is a terminal response event's).
+  if (data == "[DONE]" && named != Kind::error) return;
   ResponseView& response = reused_response_view();
   EventView view;
   view.kind = named;

@@ -707,3 +707,21 @@ TEST_CASE("responses: non-streamed bodies that are not a JSON object", "[respons
 }
 
 }  // namespace chatcap
+
+namespace chatcap {
+
+TEST_CASE("responses: a `data: [DONE]` after the stream, as some servers send, is neither bad nor the end",
+          "[responses]") {
+  ResponsesReader reader;
+  reader.start();
+  SseEvent event;
+  event.ts = 7;
+  event.type = "message";
+  event.data = "[DONE]";
+  reader.on_sse_event(event);
+  CHECK(reader.answer().events == 1);
+  CHECK(reader.answer().bad_events == 0);
+  CHECK_FALSE(reader.answer().done);
+}
+
+}  // namespace chatcap
