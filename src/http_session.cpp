@@ -41,6 +41,7 @@ const llhttp_settings_t& parser_settings() {
     s.on_status = [](llhttp_t* p, const char* at, size_t n) { return session_of(p)->on_status(at, n); };
     s.on_header_field = [](llhttp_t* p, const char* at, size_t n) { return session_of(p)->on_header_field(p, at, n); };
     s.on_header_value = [](llhttp_t* p, const char* at, size_t n) { return session_of(p)->on_header_value(p, at, n); };
+    s.on_header_field_complete = [](llhttp_t* p) { return session_of(p)->on_header_field_complete(p); };
     s.on_headers_complete = [](llhttp_t* p) { return session_of(p)->on_headers_complete(p); };
     s.on_body = [](llhttp_t* p, const char* at, size_t n) { return session_of(p)->on_body(p, at, n); };
     s.on_chunk_header = [](llhttp_t* p) { return session_of(p)->on_chunk_header(p); };
@@ -140,6 +141,14 @@ void HttpSession::reset_parser(Direction& d) {
   // A passive observer must follow what the peers accepted: keep parsing after
   // "Connection: close" instead of calling later bytes an error.
   llhttp_set_lenient_keep_alive(&d.parser, 1);
+  // As lenient as h11, the servers' parser: header values llhttp alone refuses (a bare LF
+  // ending a header line is one), and Transfer-Encoding beside Content-Length (chunked
+  // wins, as RFC 9112 and h11 have it).
+  llhttp_set_lenient_headers(&d.parser, 1);
+  llhttp_set_lenient_chunked_length(&d.parser, 1);
+  d.in_content_length = false;
+  d.content_length_value.clear();
+  d.content_length.reset();
   d.in_message = false;
   d.in_known_length_body = false;
   d.chunk_complete_last = false;
@@ -185,6 +194,10 @@ void HttpSession::data(Direction& d, timestamp_us ts, std::string_view bytes) {
       if (bytes.empty()) break;
       d.resyncing = false;
       reset_parser(d);
+    }
+    if (d.in_content_length) {
+      bytes = normalise_content_length(d, bytes);
+      continue;  // a value llhttp refused leaves the direction resynchronising: looked at first
     }
     if (d.at_chunk_boundary) {
       bytes = take_whole_chunks(d, bytes);
@@ -236,9 +249,87 @@ std::string_view HttpSession::execute(Direction& d, std::string_view bytes) {
     handle_upgrade(d, bytes.substr(consumed));
     return {};
   }
+  if (error == HPE_PAUSED && d.in_content_length) return bytes.substr(consumed);  // data() reads the value
   handle_parse_error(d, error, bytes, consumed);
   // Look for the next message in what follows the error.
   return consumed < bytes.size() ? bytes.substr(consumed + 1) : std::string_view{};
+}
+
+namespace {
+
+constexpr std::size_t kMaxContentLengthValue = 256;  // longer: left to llhttp as sent
+
+bool is_ows(char c) { return c == ' ' || c == '\t'; }
+
+// A Content-Length value as h11 takes it: one number, or a list of equal numbers, with
+// whitespace around each; nullopt for anything else (llhttp then says what is wrong).
+std::optional<std::uint64_t> content_length_of(std::string_view value) {
+  std::optional<std::uint64_t> length;
+  for (;;) {
+    const std::size_t comma = value.find(',');
+    std::string_view item = value.substr(0, comma);
+    while (!item.empty() && is_ows(item.front())) item.remove_prefix(1);
+    while (!item.empty() && is_ows(item.back())) item.remove_suffix(1);
+    if (item.empty() || item.size() > 19) return std::nullopt;
+    std::uint64_t n = 0;
+    for (char c : item) {
+      if (!is_digit(c)) return std::nullopt;
+      n = n * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    if (length && *length != n) return std::nullopt;
+    length = n;
+    if (comma == std::string_view::npos) return length;
+    value.remove_prefix(comma + 1);
+  }
+}
+
+}  // namespace
+
+std::string_view HttpSession::normalise_content_length(Direction& d, std::string_view bytes) {
+  const std::size_t line_end = bytes.find('\n');
+  const std::size_t take = line_end == std::string_view::npos ? bytes.size() : line_end + 1;
+  d.content_length_value.append(bytes.substr(0, take));
+  bytes.remove_prefix(take);
+  if (line_end == std::string_view::npos && d.content_length_value.size() <= kMaxContentLengthValue) return {};
+  d.in_content_length = false;
+  std::string value = std::move(d.content_length_value);
+  d.content_length_value.clear();
+  std::string_view text = value;
+  if (text.ends_with('\n')) text.remove_suffix(1);
+  if (text.ends_with('\r')) text.remove_suffix(1);
+  const std::optional<std::uint64_t> length =
+      value.ends_with('\n') ? content_length_of(text) : std::nullopt;
+  llhttp_resume(&d.parser);
+  std::string_view feed = value;
+  std::string clean;
+  // A plain number, which llhttp reads itself, goes as sent (the record keeps "02" as "02").
+  auto plain = [](std::string_view v) {
+    while (!v.empty() && is_ows(v.front())) v.remove_prefix(1);
+    while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
+    return !v.empty() && std::all_of(v.begin(), v.end(), is_digit);
+  };
+  if (length) {
+    const std::uint64_t n = *length;
+    const bool first = !d.content_length;
+    if (first && plain(text)) {
+      d.content_length = n;
+    } else if (first || *d.content_length == n) {
+      // A repeat of the same length is one length (h11 folds them): llhttp, which refuses a
+      // second Content-Length, is told of none so far, and reads the number afresh (its
+      // count starts from zero only at the first such header).
+      if (!first) {
+        d.parser.flags &= static_cast<std::uint16_t>(~F_CONTENT_LENGTH);
+        d.parser.content_length = 0;
+      }
+      d.content_length = n;
+      clean = fmt::format(" {}\r\n", n);
+      feed = clean;
+    }
+  }
+  // What llhttp makes of the value (an error for a value h11 refuses too) is its own; after
+  // an error, the parser resynchronises in the bytes after the line (data()).
+  execute(d, feed);
+  return bytes;
 }
 
 void HttpSession::handle_parse_error(Direction& d, llhttp_errno_t error, std::string_view bytes,
@@ -586,6 +677,7 @@ void HttpSession::finish_front_if_done() {
 int HttpSession::on_message_begin(llhttp_t* parser) {
   Direction& d = direction_of(parser);
   d.in_message = true;
+  d.content_length.reset();
   d.chunk_complete_last = false;
   d.headers_done = false;
   d.header_field_open = false;
@@ -656,6 +748,17 @@ int HttpSession::on_header_field(llhttp_t* parser, const char* at, std::size_t l
   headers.back().name.append(at, length);
   d.header_field_open = true;
   return 0;
+}
+
+int HttpSession::on_header_field_complete(llhttp_t* parser) {
+  Direction& d = direction_of(parser);
+  if (d.current == nullptr) return 0;
+  const auto& headers = d.is_request ? d.current->request.headers : d.current->response.headers;
+  if (headers.empty() || !iequals(headers.back().name, "content-length")) return 0;
+  // llhttp is strict about this value where h11 is not: read it here (data()).
+  d.in_content_length = true;
+  d.content_length_value.clear();
+  return HPE_PAUSED;
 }
 
 int HttpSession::on_header_value(llhttp_t* parser, const char* at, std::size_t length) {

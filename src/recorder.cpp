@@ -254,7 +254,7 @@ std::string redact_value(std::string_view value) {
   return fmt::format("<redacted sha256:{}>", sha256_hex(value).substr(0, 8));
 }
 
-void format_request_record(const Exchange& ex, bool redact, std::string& out) {
+void format_request_record(const Exchange& ex, bool redact, std::string& out, const RequestSummary* summary) {
   JsonWriter w(out);
   w.begin_object();
   put_common(w, "request", ex, ex.times.request_start);
@@ -263,7 +263,8 @@ void format_request_record(const Exchange& ex, bool redact, std::string& out) {
   w.key("headers");
   put_headers(w, ex.request.headers, redact);
   put_body(w, ex.request.body);
-  if (ex.request.summary) put_summary(w, *ex.request.summary);
+  if (summary == nullptr) summary = ex.request.summary.get();
+  if (summary != nullptr) put_summary(w, *summary);
   put_risks(w, ex.request.risks);
   put_anomalies(w, ex);
   if (!ex.error.empty()) w.field("error", ex.error);
@@ -385,6 +386,10 @@ void Recorder::on_request_complete(Exchange& exchange) {
     ++risky_requests_;
     sink_.on_risk_notice(risk_notice(exchange));
   }
+  // Written: what the summary held is on disk, and an exchange may stay open for minutes
+  // (10,000 idle in-flight requests would hold 2.7 MiB of summaries). A pinned copy at a
+  // death reads the body again.
+  exchange.request.summary.reset();
 }
 
 void Recorder::on_exchange_end(Exchange& exchange) {
@@ -404,8 +409,15 @@ void Recorder::on_server_down(const ServerDown& down) {
   // its own (a flood of other requests would push it out), the ring keeps deaths N exchanges.
   for (const Suspect& suspect : down.suspects) {
     if (!suspect.watched_only || suspect.exchange == nullptr) continue;
+    const Exchange& ex = *suspect.exchange;
+    // The summary, released once the request record was written, read again from the body.
+    std::optional<RequestSummary> summary;
+    if (!ex.request.summary && ex.request.complete && !ex.request.body.truncated && !ex.request.body.bytes.empty()) {
+      summary = summarize_request(ex.request.body.bytes, dialect_of(ex.request.target));
+      if (!summary->json_valid) summary.reset();
+    }
     line_.clear();
-    format_request_record(*suspect.exchange, config_.redact, line_);
+    format_request_record(ex, config_.redact, line_, summary ? &*summary : nullptr);
     line_.insert(line_.size() - 2, ",\"pinned\":true");  // before the closing "}\n"
     sink_.write_record(RecordType::pinned_request, suspect.id, line_);
   }

@@ -129,6 +129,10 @@ TEST_CASE("recorder: a death pins its watched-only suspects' requests into the r
   Recorder recorder({}, sink);
   Exchange killer = watched_killer();
   Exchange ring = request_with_key("r");
+  recorder.on_request_complete(killer);  // its record written: the summary is let go
+  CHECK_FALSE(killer.request.summary);
+  const auto original = nlohmann::json::parse(sink.lines.at(0).second);
+  sink.lines.clear();
   ServerDown down;
   down.kind = "engine_dead";
   Suspect s1;
@@ -148,6 +152,12 @@ TEST_CASE("recorder: a death pins its watched-only suspects' requests into the r
   CHECK(pinned["pinned"] == true);
   CHECK(pinned["watched_only"] == true);
   CHECK(pinned["body"] == killer.request.body.bytes);
+  // The same request record as was written when it arrived, summary and risks included.
+  CHECK(pinned["summary"] == original["summary"]);
+  CHECK(pinned["risks"] == original["risks"]);
+  auto without_copy_marker = pinned;
+  without_copy_marker.erase("pinned");
+  CHECK(without_copy_marker == original);
   CHECK(sink.lines[0].second.back() == '\n');
   CHECK(sink.lines[1].first == RecordType::server_down);
   auto record = nlohmann::json::parse(sink.lines[1].second);

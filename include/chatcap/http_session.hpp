@@ -16,6 +16,12 @@
 //    and any parse error, ends the message in progress with an honest state and the parser
 //    resynchronises at the next request line (or status line): one bad message never stops
 //    the connection. A connection picked up without its SYN starts in resync mode.
+//  - Parses at least as leniently as the servers it watches (uvicorn's h11): bare LF and
+//    mixed line ends in heads, header values llhttp alone would refuse, Transfer-Encoding
+//    beside Content-Length (chunked wins), and Content-Length as h11 takes it — a list of
+//    equal values ("121, 121"), repeated equal headers, whitespace around the value; such a
+//    value is handed to llhttp as one clean number (normalise_content_length). A request a
+//    server would act on must never slip past the recorder as a parse error.
 //  - Bodies are kept up to HttpLimits caps (beyond: counted, flagged body_truncated), for
 //    the exchanges that get a record (RecordScope): those on a --endpoint path (the ring),
 //    and POSTs on any other path (watched-only: the request, and the response body only when
@@ -26,6 +32,7 @@
 #include <vector>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -106,6 +113,7 @@ class HttpSession {
   int on_status(const char* at, std::size_t length);
   int on_header_field(llhttp_t* parser, const char* at, std::size_t length);
   int on_header_value(llhttp_t* parser, const char* at, std::size_t length);
+  int on_header_field_complete(llhttp_t* parser);
   int on_headers_complete(llhttp_t* parser);
   int on_body(llhttp_t* parser, const char* at, std::size_t length);
   int on_chunk_header(llhttp_t* parser);
@@ -131,11 +139,14 @@ class HttpSession {
     bool header_field_open = false;     // last header callback was a field (name)
     bool chunk_complete_last = false;   // of the chunk callbacks, on_chunk_complete came last
     bool at_chunk_boundary = false;     // the parser stopped right after a whole chunk
+    bool in_content_length = false;     // paused after a Content-Length name: its value is read here
     std::size_t header_bytes = 0;
     Exchange* current = nullptr;  // exchange this direction's message belongs to
     std::string resync_carry;     // a partial line that may be a message start
     std::string scan_buffer;      // carry + new bytes, while scanning
     std::string held;             // client bytes held while awaiting that verdict
+    std::string content_length_value;  // the value's bytes so far (in_content_length)
+    std::optional<std::uint64_t> content_length;  // the message's Content-Length, once one was read
   };
 
   class Side : public StreamSink {
@@ -158,6 +169,10 @@ class HttpSession {
   // returns the bytes after them.
   std::string_view take_whole_chunks(Direction& d, std::string_view bytes);
   void take_body(Direction& d, std::string_view bytes);
+  // After a pause at a Content-Length name: its value read up to the line end and handed to
+  // llhttp as one number when h11 would take it; returns the bytes after the line (all of
+  // `bytes` consumed and empty returned while the line is not complete yet).
+  std::string_view normalise_content_length(Direction& d, std::string_view bytes);
   void handle_parse_error(Direction& d, llhttp_errno_t error, std::string_view bytes, std::size_t error_at);
   void fill_request_line_from(Exchange& ex, std::string_view line);
   void handle_upgrade(Direction& d, std::string_view rest);

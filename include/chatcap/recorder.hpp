@@ -63,7 +63,10 @@ bool is_credential_header(std::string_view name);
 std::string redact_value(std::string_view value);
 
 // Append one record line (with its '\n') to `out`; the string forms are for tests.
-void format_request_record(const Exchange& exchange, bool redact, std::string& out);
+// `summary`: the request's summary when the exchange no longer holds it (released once its
+// record is written); nullptr: the exchange's own.
+void format_request_record(const Exchange& exchange, bool redact, std::string& out,
+                           const RequestSummary* summary = nullptr);
 void format_exchange_record(const Exchange& exchange, bool redact, std::string& out);
 std::string format_request_record(const Exchange& exchange, bool redact);
 std::string format_exchange_record(const Exchange& exchange, bool redact);
