@@ -135,11 +135,16 @@ void add_last(CLI::App& app, Options& o, int& rc) {
   last->add_option("N", o.last_n, "how many exchanges (default 20)")->check(CLI::PositiveNumber);
   add_log_dir_flag(*last, o);
   add_json_flag(*last, o);
+  last->add_flag("--full", o.full, "a block per exchange: request summary, body and answer, cut (as before)");
   last->footer(
-      "An exchange without a response yet is shown IN FLIGHT; long bodies are cut (see all with\n"
-      "`chatcap show ID`).\n"
+      "One line per exchange, oldest first under a header: local time, id, dialect (or path),\n"
+      "model, status and state (\"in flight\" when no response yet), time to first token,\n"
+      "tokens in→out, a ⚠ and the risk's id for a request carrying a known engine killer\n"
+      "(`chatcap risks`), and the start of the last user message; server deaths as a line of\n"
+      "their own. `chatcap show ID` shows one in full.\n"
       "Example:\n"
       "  chatcap last 5\n"
+      "  chatcap last 5 --full            # blocks: bodies and answers, cut\n"
       "  chatcap last 50 --json | jq 'select(.exchange == null) | .request.summary'   # in flight");
   last->callback([&o, &rc] { rc = command_last(o); });
 }

@@ -1,11 +1,14 @@
 // `chatcap last`, `chatcap show`, `chatcap tail`: the log read back for people (or, with
 // --json, for jq). They only read files, so they work when the daemon or the server is dead.
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <string>
 #include <unordered_map>
@@ -50,11 +53,40 @@ bool carries_risk(const LoggedExchange& e) {
   return e.request.is_object() && risks != e.request.end() && risks->is_array() && !risks->empty();
 }
 
-// The last exchanges as blocks, with the server deaths that happened among them and the
-// watched-only requests (other paths) that carry a known engine killer, in time order
-// (RFC 3339 UTC timestamps of one format compare as strings).
-void print_human(const LogContents& log, std::size_t first) {
+// The terminal's width, else $COLUMNS, else 120 (a pipe gets lines a pager can show).
+std::size_t output_width() {
+  winsize size{};
+  if (::isatty(STDOUT_FILENO) == 1 && ::ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_col >= 40) {
+    return size.ws_col;
+  }
+  if (const char* columns = std::getenv("COLUMNS"); columns != nullptr) {
+    const long n = std::strtol(columns, nullptr, 10);
+    if (n >= 40 && n <= 1000) return static_cast<std::size_t>(n);
+  }
+  return 120;
+}
+
+// The last exchanges, with the server deaths that happened among them and the watched-only
+// requests (other paths) that carry a known engine killer, in time order (RFC 3339 UTC
+// timestamps of one format compare as strings): a line each under a header, or with --full
+// a block each.
+void print_human(const LogContents& log, std::size_t first, bool full) {
   RenderStyle style = RenderStyle::for_stdout();
+  const std::size_t width = output_width();
+  auto print_exchange = [&](const LoggedExchange& e) {
+    if (full) {
+      fmt::print("{}\n", render_exchange(e, Detail::brief, style));
+    } else {
+      fmt::print("{}", render_exchange_line(e, style, width));
+    }
+  };
+  auto print_down = [&](const nlohmann::json& record) {
+    if (full) {
+      fmt::print("{}\n", render_server_down(record, style));
+    } else {
+      fmt::print("{}", render_server_down_line(record, style, width));
+    }
+  };
   std::string window_start = start_time(log.exchanges[first]);
   std::vector<const LoggedExchange*> risky_watched;
   for (const LoggedExchange& e : log.watched) {
@@ -62,6 +94,7 @@ void print_human(const LogContents& log, std::size_t first) {
   }
   std::stable_sort(risky_watched.begin(), risky_watched.end(),
                    [](const LoggedExchange* a, const LoggedExchange* b) { return start_time(*a) < start_time(*b); });
+  if (!full) fmt::print("{}", render_exchange_line_header(style, width));
   std::size_t down = 0;
   std::size_t watched = 0;
   auto print_others_before = [&](const std::string& ts, bool all) {
@@ -70,16 +103,16 @@ void print_human(const LogContents& log, std::size_t first) {
       const bool watched_next = watched < risky_watched.size() && (all || start_time(*risky_watched[watched]) < ts);
       if (!down_next && !watched_next) return;
       if (watched_next && (!down_next || start_time(*risky_watched[watched]) <= ts_of(log.server_downs[down]))) {
-        fmt::print("{}\n", render_exchange(*risky_watched[watched++], Detail::brief, style));
+        print_exchange(*risky_watched[watched++]);
       } else {
         const nlohmann::json& record = log.server_downs[down++];
-        if (ts_of(record) >= window_start) fmt::print("{}\n", render_server_down(record, style));
+        if (ts_of(record) >= window_start) print_down(record);
       }
     }
   };
   for (std::size_t i = first; i < log.exchanges.size(); ++i) {
     print_others_before(start_time(log.exchanges[i]), false);
-    fmt::print("{}\n", render_exchange(log.exchanges[i], Detail::brief, style));
+    print_exchange(log.exchanges[i]);
   }
   print_others_before({}, true);
 }
@@ -194,7 +227,7 @@ int command_last(const Options& options) {
   if (options.json) {
     for (std::size_t i = first; i < log.exchanges.size(); ++i) print_json_line(joined_json(log.exchanges[i]));
   } else {
-    print_human(log, first);
+    print_human(log, first, options.full);
   }
   return 0;
 }

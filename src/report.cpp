@@ -6,6 +6,8 @@
 #include <cctype>
 #include <cstdint>
 #include <cstdlib>
+#include <cstdio>
+#include <ctime>
 #include <iterator>
 #include <stdexcept>
 #include <vector>
@@ -656,6 +658,215 @@ std::string display_time(std::string_view ts) {
     return fmt::format("{} {} UTC", escape_control(ts.substr(0, 10)), escape_control(ts.substr(11, 12)));
   }
   return escape_control(ts);
+}
+
+// ---- `last`, one line per exchange ----
+
+namespace {
+
+// Characters (not bytes) of UTF-8 text: what a terminal column count is, near enough.
+std::size_t columns(std::string_view text) {
+  std::size_t n = 0;
+  for (unsigned char c : text) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+// `text` cut to `width` characters, "…" marking a cut; padded with spaces to `width` when
+// `pad`. Never splits a UTF-8 sequence.
+std::string fit(std::string_view text, std::size_t width, bool pad = true) {
+  std::string out;
+  std::size_t used = 0;
+  for (std::size_t i = 0; i < text.size();) {
+    std::size_t len = 1;
+    const auto b = static_cast<unsigned char>(text[i]);
+    if (b >= 0xF0) len = 4; else if (b >= 0xE0) len = 3; else if (b >= 0xC0) len = 2;
+    if (used + 1 > width || (used + 1 == width && i + len < text.size())) {
+      if (width > 0) out += "…";
+      ++used;
+      break;
+    }
+    out.append(text.substr(i, len));
+    ++used;
+    i += len;
+  }
+  if (pad) out.append(width > used ? width - used : 0, ' ');
+  return out;
+}
+
+// Folds runs of whitespace (newlines included) into one space, escapes the rest.
+std::string one_line(std::string_view text) {
+  std::string folded;
+  bool space = false;
+  for (char c : text) {
+    if (c == '\n' || c == '\r' || c == '\t' || c == ' ') {
+      space = !folded.empty();
+      continue;
+    }
+    if (space) folded += ' ';
+    space = false;
+    folded += c;
+  }
+  return escape_control(folded);
+}
+
+// Text of a message content: a string, or the text parts of a list (OpenAI and Anthropic).
+std::string content_text(const json& content) {
+  if (content.is_string()) return content.get<std::string>();
+  std::string text;
+  if (!content.is_array()) return text;
+  for (const json& part : content) {
+    if (!part.is_object()) continue;
+    const json* t = field(part, "text");
+    if (t != nullptr && t->is_string()) text += (text.empty() ? "" : " ") + t->get<std::string>();
+  }
+  return text;
+}
+
+json request_body_json(const json& request) {
+  const json* body = field(request, "body");
+  if (body == nullptr || !body->is_string() || text_of(request, "body_encoding") == "base64") return json();
+  return json::parse(body->get<std::string>(), nullptr, false);
+}
+
+const json* answer_in(const json& exchange) {
+  const json* a = field(exchange, "sse");
+  return a != nullptr ? a : field(exchange, "answer");
+}
+
+}  // namespace
+
+std::string last_user_text(const json& request) {
+  const json body = request_body_json(request);
+  if (!body.is_object()) return {};
+  if (const json* messages = field(body, "messages"); messages != nullptr && messages->is_array()) {
+    for (auto it = messages->rbegin(); it != messages->rend(); ++it) {
+      if (it->is_object() && text_of(*it, "role") == "user") return content_text(it->value("content", json()));
+    }
+    return {};
+  }
+  if (const json* input = field(body, "input")) {
+    if (input->is_string()) return input->get<std::string>();
+    if (input->is_array()) {
+      for (auto it = input->rbegin(); it != input->rend(); ++it) {
+        if (!it->is_object()) continue;
+        if (it->contains("content")) return content_text((*it)["content"]);
+        if (const json* t = field(*it, "text"); t != nullptr && t->is_string()) return t->get<std::string>();
+      }
+    }
+    return {};
+  }
+  if (const json* prompt = field(body, "prompt")) {
+    if (prompt->is_string()) return prompt->get<std::string>();
+    if (prompt->is_array() && !prompt->empty() && prompt->back().is_string()) return prompt->back().get<std::string>();
+  }
+  return {};
+}
+
+std::string local_clock(std::string_view ts) {
+  std::tm utc{};
+  if (ts.size() < 19 || std::sscanf(std::string(ts.substr(0, 19)).c_str(), "%d-%d-%dT%d:%d:%d", &utc.tm_year,
+                                    &utc.tm_mon, &utc.tm_mday, &utc.tm_hour, &utc.tm_min, &utc.tm_sec) != 6) {
+    return escape_control(ts.substr(0, 19));
+  }
+  utc.tm_year -= 1900;
+  utc.tm_mon -= 1;
+  const std::time_t when = timegm(&utc);
+  const std::time_t now = std::time(nullptr);
+  std::tm local{};
+  std::tm today{};
+  localtime_r(&when, &local);
+  localtime_r(&now, &today);
+  char text[32];
+  const bool same_day = local.tm_year == today.tm_year && local.tm_yday == today.tm_yday;
+  std::strftime(text, sizeof text, same_day ? "%H:%M:%S" : "%m-%d %H:%M:%S", &local);
+  return text;
+}
+
+namespace {
+
+constexpr std::size_t kTimeColumn = 14, kIdColumn = 12, kWhatColumn = 11, kModelColumn = 14, kStateColumn = 13,
+                      kTtftColumn = 7, kTokensColumn = 9;
+
+std::string line_of(const std::vector<std::string>& cells) {
+  std::string line;
+  for (const std::string& cell : cells) line += (line.empty() ? "" : " ") + cell;
+  return line;
+}
+
+}  // namespace
+
+std::string render_exchange_line_header(const RenderStyle& style, std::size_t width) {
+  Out out(style, "");
+  std::string line = line_of({fit("TIME", kTimeColumn), fit("ID", kIdColumn), fit("DIALECT", kWhatColumn),
+                              fit("MODEL", kModelColumn), fit("STATUS", kStateColumn), fit("TTFT", kTtftColumn),
+                              fit("TOKENS", kTokensColumn), "LAST USER MESSAGE"});
+  return out.paint(sgr::bold, fit(line, width, false)) + "\n";
+}
+
+std::string render_exchange_line(const LoggedExchange& e, const RenderStyle& style, std::size_t width) {
+  Out out(style, "");
+  const json& origin = origin_of(e);
+  const json* answer = answer_in(e.exchange);
+  // What: the dialect the answer was read in, else the request's path.
+  std::string what = answer != nullptr ? text_of(*answer, "dialect") : std::string();
+  if (what.empty()) what = text_of(origin, "target");
+  std::string model;
+  if (const json* summary = field(e.request, "summary"); summary != nullptr) model = text_of(*summary, "model");
+  if (model.empty() && answer != nullptr) model = text_of(*answer, "model");
+  std::string status;
+  std::string_view paint_state = sgr::green;
+  if (e.exchange.is_null()) {
+    status = "in flight";
+    paint_state = sgr::bold_yellow;
+  } else {
+    const std::string state = text_of(e.exchange, "state");
+    const std::string code = text_of(e.exchange, "status");
+    status = (code.empty() || code == "0" ? "-" : code) + " " + state;
+    if (state != "complete" || (code.size() == 3 && code[0] >= '4')) paint_state = sgr::bold_red;
+  }
+  std::string ttft = "-";
+  if (const json* timing = field(e.exchange, "timing"); timing != nullptr) {
+    if (const json* t = field(*timing, "ttft_ms"); t != nullptr && t->is_number()) ttft = milliseconds(t->get<double>());
+  }
+  std::string tokens = "-";
+  if (answer != nullptr) {
+    const std::string in = text_of(*answer, "input_tokens");
+    const std::string outt = text_of(*answer, "output_tokens");
+    if (!in.empty() || !outt.empty()) tokens = (in.empty() ? "?" : in) + "→" + (outt.empty() ? "?" : outt);
+  }
+  const std::string status_cell = fit(escape_control(status), kStateColumn);
+  std::vector<std::string> cells = {fit(local_clock(text_of(origin, "ts")), kTimeColumn),
+                                    fit(escape_control(e.id), kIdColumn),
+                                    fit(escape_control(what), kWhatColumn),
+                                    fit(escape_control(model), kModelColumn),
+                                    status_cell,
+                                    fit(ttft, kTtftColumn),
+                                    fit(tokens, kTokensColumn)};
+  // The rest of the width: the risk marker, then what the user asked, cut to fit.
+  const std::size_t used = columns(line_of(cells)) + 1;
+  const std::size_t room = width > used ? width - used : 0;
+  const std::string risks = risk_ids_text(e.request);
+  std::string marker = risks.empty() ? std::string() : "⚠ " + risks + " ";
+  if (is_true(origin, "watched_only")) marker = "(watched) " + marker;
+  const std::string text = fit(marker + one_line(last_user_text(e.request)), room, false);
+  const std::size_t marker_bytes = std::min(text.size(), fit(marker, room, false).size());
+  cells[4] = out.paint(paint_state, status_cell);
+  cells.push_back((risks.empty() ? text.substr(0, marker_bytes) : out.paint(sgr::bold_red, text.substr(0, marker_bytes))) +
+                  text.substr(marker_bytes));
+  return line_of(cells) + "\n";
+}
+
+std::string render_server_down_line(const json& record, const RenderStyle& style, std::size_t width) {
+  Out out(style, "");
+  std::string first;
+  if (const json* suspects = field(record, "suspects"); suspects != nullptr && suspects->is_array() && !suspects->empty()) {
+    first = text_of((*suspects)[0], "id");
+  }
+  std::string text = fmt::format("{} ✖ server {} down ({}){}", fit(local_clock(text_of(record, "ts")), kTimeColumn),
+                                 escape_control(text_of(record, "server")), escape_control(text_of(record, "kind")),
+                                 first.empty() ? std::string() : "  suspect #1 " + escape_control(first) +
+                                                                     " — chatcap suspects");
+  return out.paint(sgr::bold_red, fit(text, width, false)) + "\n";
 }
 
 std::string render_exchange(const LoggedExchange& e, Detail detail, const RenderStyle& style) {

@@ -598,11 +598,16 @@ TEST_CASE("cli: a killer on another endpoint — suspects, show, --body and --cu
   }
   // `last` shows the ring (chat1), and the watched-only killer beside it, marked.
   write_lines(dir.file(kWatchedLogName), {killer, killer_end});
-  CommandResult last = run_command({CHATCAP_BINARY, "last", "--log-dir", dir.path()});
+  CommandResult last = run_command({CHATCAP_BINARY, "last", "--full", "--log-dir", dir.path()});
   CHECK(last.exit_code == 0);
   CHECK_THAT(last.out, Catch::Contains("id chat1") && Catch::Contains("id k1ller") &&
                            Catch::Contains("(watched: a POST outside --endpoint)") &&
                            Catch::Contains("⚠ known engine killer structured_output_without_constraint"));
+  setenv("COLUMNS", "200", 1);
+  CommandResult lines = run_command({CHATCAP_BINARY, "last", "--log-dir", dir.path()});
+  unsetenv("COLUMNS");
+  CHECK_THAT(lines.out, Catch::Contains(" chat1 ") && Catch::Contains(" k1ller ") && Catch::Contains("(watched) ⚠ structured_output_without_constraint") &&
+                            Catch::Contains("server 127.0.0.1:8077 down (engine_dead)  suspect #1 k1ller"));
   CommandResult last_json = run_command({CHATCAP_BINARY, "last", "--json", "--log-dir", dir.path()});
   CHECK(json_lines(last_json.out).size() == 1);  // --json: the ring only, as before
 }

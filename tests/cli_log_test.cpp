@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "chatcap/log_reader.hpp"
@@ -127,10 +128,10 @@ class Background {
 
 }  // namespace
 
-TEST_CASE("cli: last shows the last N exchanges, oldest first, in flight marked", "[cli_log]") {
+TEST_CASE("cli: last --full shows the last N exchanges as blocks, oldest first, in flight marked", "[cli_log]") {
   TempDir dir;
   write_sample_log(dir);
-  CommandResult all = run_command({CHATCAP_BINARY, "last", "--log-dir", dir.path()});
+  CommandResult all = run_command({CHATCAP_BINARY, "last", "--full", "--log-dir", dir.path()});
   CHECK(all.exit_code == 0);
   CHECK(all.err.empty());
   std::size_t a = all.out.find("id aa11"), b = all.out.find("id ab22"), c = all.out.find("id bb33"),
@@ -148,10 +149,10 @@ TEST_CASE("cli: last shows the last N exchanges, oldest first, in flight marked"
   json down = {{"type", "server_down"}, {"ts", "2026-11-24T15:21:53.900000Z"}, {"server", "127.0.0.1:8077"},
                {"evidence", {"SYN refused"}}, {"suspects", {{{"id", "bb33"}, {"why", "no token received"}}}}};
   append_file(dir.file(kCurrentLogName), down.dump() + "\n");
-  std::string with_down = run_command({CHATCAP_BINARY, "last", "--log-dir", dir.path()}).out;
+  std::string with_down = run_command({CHATCAP_BINARY, "last", "--full", "--log-dir", dir.path()}).out;
   CHECK_THAT(with_down, Catch::Contains("server 127.0.0.1:8077 down") && Catch::Contains("no token received"));
 
-  CommandResult two = run_command({CHATCAP_BINARY, "last", "2", "--log-dir", dir.path()});
+  CommandResult two = run_command({CHATCAP_BINARY, "last", "2", "--full", "--log-dir", dir.path()});
   CHECK(two.exit_code == 0);
   CHECK_THAT(two.out, Catch::Contains("id bb33") && Catch::Contains("id cc44") && !Catch::Contains("id ab22"));
 }
@@ -175,7 +176,7 @@ TEST_CASE("cli: last --json and the flag form --last N print joined objects", "[
   CHECK(flag.out == r.out);
   CommandResult human = run_command({CHATCAP_BINARY, "--last", "1", "--log-dir", dir.path()});
   CHECK(human.exit_code == 0);
-  CHECK_THAT(human.out, Catch::Contains("id cc44") && Catch::Contains("IN FLIGHT"));
+  CHECK_THAT(human.out, Catch::Contains(" cc44 ") && Catch::Contains("in flight") && !Catch::Contains(" bb33 "));
 }
 
 TEST_CASE("cli: show takes a full id or a unique prefix", "[cli_log]") {
@@ -238,12 +239,17 @@ TEST_CASE("cli: human output escapes terminal control bytes from captured bodies
   for (const char* command : {"last", "show"}) {
     std::vector<std::string> argv{CHATCAP_BINARY, command, "--log-dir", dir.path()};
     if (std::string(command) == "show") argv.insert(argv.begin() + 2, "ee55");
+    if (std::string(command) == "last") argv.push_back("--full");
     CommandResult r = run_command(argv);
     CHECK(r.exit_code == 0);
     CHECK(r.out.find('\x1b') == std::string::npos);
     CHECK(r.out.find('\x07') == std::string::npos);
     CHECK_THAT(r.out, Catch::Contains("\\x1b]0;owned\\x07") && Catch::Contains("model m\\x1b[5m"));
   }
+  // One line per exchange: the same escapes, and the model's ESC never reaches the terminal.
+  CommandResult line = run_command({CHATCAP_BINARY, "last", "--log-dir", dir.path()});
+  CHECK(line.out.find('\x1b') == std::string::npos);
+  CHECK_THAT(line.out, Catch::Contains("m\\x1b[5m"));
   // --json keeps the exact bytes (JSON-escaped).
   CommandResult raw = run_command({CHATCAP_BINARY, "show", "ee55", "--json", "--log-dir", dir.path()});
   REQUIRE(raw.exit_code == 0);
@@ -306,4 +312,52 @@ TEST_CASE("cli: tail shows the watched log's requests that carry a known risk, a
   const std::string out = tail.out();
   CHECK_THAT(out, Catch::Contains("→ POST /v1/completions") && Catch::Contains("⚠ known engine killer: too_many_logit_bias"));
   CHECK_THAT(out, !Catch::Contains("plain1"));  // a flood of other requests is not shown one by one
+}
+
+TEST_CASE("cli: last prints a line per exchange: 20 exchanges with 30 KiB prompts fit 20 lines and a header",
+          "[cli_log]") {
+  TempDir dir;
+  std::string lines;
+  for (int i = 0; i < 20; ++i) {
+    const std::string id = fmt::format("{:012x}", 0xabc000 + i);
+    json messages = json::array();
+    messages.push_back({{"role", "system"}, {"content", std::string(30 * 1024, 's')}});
+    for (int k = 0; k < 21; ++k) messages.push_back({{"role", k % 2 ? "assistant" : "user"}, {"content", "turn " + std::to_string(k)}});
+    messages.push_back({{"role", "user"}, {"content", "What is the weather in Paris\ntoday, exchange " + std::to_string(i) + "?"}});
+    json request = json::parse(request_line(id, json{{"model", "gpt-oss-120b"}, {"messages", messages}}.dump()));
+    if (i == 7) request["risks"] = json::array({{{"id", "too_many_logit_bias"}, {"why", "w"}, {"ref", "r"}}});
+    lines += request.dump() + "\n";
+    json exchange = json::parse(exchange_line(id, "answer " + std::to_string(i)));
+    exchange["sse"]["dialect"] = "chat";
+    exchange["sse"]["input_tokens"] = 7200 + i;
+    exchange["sse"]["output_tokens"] = 18;
+    if (i != 19) lines += exchange.dump() + "\n";  // the last still in flight
+  }
+  write_file(dir.file(kCurrentLogName), lines);
+  setenv("COLUMNS", "140", 1);
+  CommandResult r = run_command({CHATCAP_BINARY, "last", "20", "--log-dir", dir.path()});
+  unsetenv("COLUMNS");
+  REQUIRE(r.exit_code == 0);
+  std::vector<std::string> out;
+  std::istringstream in(r.out);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  REQUIRE(out.size() == 21);  // the header and one line each
+  CHECK_THAT(out[0], Catch::StartsWith("TIME") && Catch::Contains("LAST USER MESSAGE"));
+  auto columns = [](const std::string& text) {
+    std::size_t n = 0;
+    for (unsigned char c : text) n += (c & 0xC0) != 0x80;
+    return n;
+  };
+  for (const std::string& line : out) {
+    INFO(line);
+    CHECK(columns(line) <= 140);
+  }
+  CHECK_THAT(out[1], Catch::Contains(" 000000abc000 ") && Catch::Contains(" chat ") && Catch::Contains("gpt-oss-120b") &&
+                         Catch::Contains("200 complete") && Catch::Contains("80.4 ms") && Catch::Contains("7200→18") &&
+                         Catch::Contains("What is the weather in Paris today"));
+  CHECK_THAT(out[8], Catch::Contains("⚠ too_many_logit_bias"));
+  CHECK_THAT(out[20], Catch::Contains("in flight"));
+  // --full: today's blocks.
+  CommandResult full = run_command({CHATCAP_BINARY, "last", "2", "--full", "--log-dir", dir.path()});
+  CHECK_THAT(full.out, Catch::Contains("━━") && Catch::Contains("request body"));
 }

@@ -33,6 +33,7 @@ struct Options {
   bool curl = false;
   bool body_only = false;
   bool all = false;
+  bool full = false;  // last: a block per exchange instead of a line
 };
 
 // Parses argv and runs the chosen command; returns the process exit code.

@@ -59,6 +59,21 @@ std::string display_time(std::string_view rfc3339);
 // One exchange as a block of lines ending in '\n'.
 std::string render_exchange(const LoggedExchange& exchange, Detail detail, const RenderStyle& style);
 
+// `last`: one line per exchange, under a header (like `docker ps`): local time, id, dialect
+// (or the path when there is none), model, status and state, time to first token, tokens in
+// and out, a known-risk marker, and as much of the last user message as the width leaves.
+// At most `width` columns (counted in characters); never a line break.
+std::string render_exchange_line(const LoggedExchange& exchange, const RenderStyle& style, std::size_t width);
+std::string render_exchange_line_header(const RenderStyle& style, std::size_t width);
+// A server death as one line, for the same listing.
+std::string render_server_down_line(const nlohmann::json& record, const RenderStyle& style, std::size_t width);
+// "15:21:53" for today's times, "11-24 15:21:53" for others, in the local time zone.
+std::string local_clock(std::string_view rfc3339);
+// The last thing the user said in a request body of any dialect (chat and Messages: the last
+// user message's text; Responses: the input string or last input item's text; completions:
+// the prompt), whitespace folded; empty when there is none.
+std::string last_user_text(const nlohmann::json& request);
+
 // `tail`'s line for a request record: "15:21:53.758 → POST /v1/chat/completions  model m ... (id x)".
 std::string render_request_line(const nlohmann::json& request, const RenderStyle& style);
 
