@@ -8,7 +8,9 @@ Pipeline::Pipeline(int linktype, PipelineConfig config, RecordSink& sink)
     : config_(std::move(config)),
       decoder_(linktype),
       recorder_(config_.recorder, sink),
-      watch_(recorder_, recorder_),
+      metrics_(config_.metrics ? std::make_unique<Metrics>(recorder_, recorder_) : nullptr),
+      watch_(metrics_ ? static_cast<ExchangeSink&>(*metrics_) : recorder_,
+             metrics_ ? static_cast<ServerDownSink&>(*metrics_) : recorder_),
       analyzer_(watch_),
       flows_(analyzer_, config_.flows, &watch_) {
   flows_.numbering().id_salt = config_.id_salt;

@@ -1,5 +1,6 @@
 // The processing pipeline, wired once: decode → flow table (reassembly, HTTP, SSE) →
-// request analyzer (summary, risks) → server watch (death detection) → recorder → record sink. The same object runs `chatcap read` (one thread, a file) and the
+// request analyzer (summary, risks) → server watch (death detection) → [metrics] → recorder →
+// record sink. The same object runs `chatcap read` (one thread, a file) and the
 // processing thread of `chatcap run` (fed from the capture thread's queue).
 //
 // It does no I/O of its own and reads no clock: packets come with their pcap timestamps,
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "chatcap/flow_table.hpp"
+#include "chatcap/metrics.hpp"
 #include "chatcap/packet.hpp"
 #include "chatcap/recorder.hpp"
 #include "chatcap/risks.hpp"
@@ -26,6 +28,7 @@ struct PipelineConfig {
   RecorderConfig recorder;
   std::vector<IpAddress> hosts;  // empty = any host; else a segment must involve one of them
   std::uint64_t id_salt = 0;     // makes exchange ids differ between runs
+  bool metrics = false;          // keep Prometheus metrics (`run --metrics`)
 };
 
 struct PipelineStats {
@@ -61,6 +64,7 @@ class Pipeline {
   timestamp_us last_packet_ts() const { return last_ts_; }
   const PacketDecoder& decoder() const { return decoder_; }
   const Recorder& recorder() const { return recorder_; }
+  Metrics* metrics() { return metrics_.get(); }  // null unless config.metrics
   FlowTable& flows() { return flows_; }
 
  private:
@@ -69,6 +73,7 @@ class Pipeline {
   PipelineConfig config_;
   PacketDecoder decoder_;
   Recorder recorder_;
+  std::unique_ptr<Metrics> metrics_;  // between the watch and the recorder, when kept
   ServerWatch watch_;  // between the analyzer and the recorder
   RequestAnalyzer analyzer_;  // between the sessions and the watch
   FlowTable flows_;
